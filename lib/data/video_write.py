@@ -1,0 +1,75 @@
+"""Encode frames into a real video file with PyAV (used by tests, benchmarks and the demo data).
+
+No ffmpeg binary is needed: PyAV's wheel bundles encoders for h264, vp9, mpeg4 and mjpeg.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+# container suffix -> (codec, pixel format) that the suffix is normally written with
+DEFAULT_CODECS: dict[str, tuple[str, str]] = {
+    ".mp4": ("libx264", "yuv420p"),
+    ".mkv": ("libx264", "yuv420p"),
+    ".mov": ("libx264", "yuv420p"),
+    ".webm": ("libvpx-vp9", "yuv420p"),
+    ".avi": ("mpeg4", "yuv420p"),
+}
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float = 25.0,
+    codec: str | None = None,
+    pix_fmt: str | None = None,
+    options: dict[str, str] | None = None,
+    pts: Iterable[int] | None = None,
+    time_base: Fraction | None = None,
+) -> Path:
+    """Write RGB uint8 frames (H, W, 3) to ``path``; the codec follows the suffix unless given.
+
+    ``pts``/``time_base`` give explicit presentation times (for variable-frame-rate files).
+    ``options`` are passed to the encoder (e.g. ``{"g": "250", "crf": "23"}`` for x264).
+    The file is written under a temporary name and renamed, so a crash never leaves half a video.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    default_codec, default_fmt = DEFAULT_CODECS.get(suffix, ("libx264", "yuv420p"))
+    codec = codec or default_codec
+    pix_fmt = pix_fmt or ("yuvj420p" if codec == "mjpeg" else default_fmt)
+    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    pts_iter = iter(pts) if pts is not None else None
+    n = 0
+    with av.open(str(tmp), mode="w") as container:
+        rate = Fraction(fps).limit_denominator(1000)
+        stream = container.add_stream(codec, rate=rate)
+        stream.pix_fmt = pix_fmt
+        if options:
+            stream.options = dict(options)
+        if time_base is not None:
+            stream.codec_context.time_base = time_base
+        for frame in frames:
+            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            if n == 0:
+                stream.height, stream.width = frame.shape[:2]
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            if pts_iter is not None:
+                vf.pts = next(pts_iter)
+                if time_base is not None:
+                    vf.time_base = time_base
+            for packet in stream.encode(vf):
+                container.mux(packet)
+            n += 1
+        if n == 0:
+            raise ValueError(f"write_video({path}): no frames given")
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+    return path
