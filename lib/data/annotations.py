@@ -1,0 +1,566 @@
+"""Readers and validators for the reference annotation files (``txt_*.json``), taken as they are.
+
+Formats (one JSON object per file; splits are ``train`` / ``val`` / ``test``):
+
+=============  ===============================================================================================
+kind           split contents
+=============  ===============================================================================================
+``pretrain``   ``{video: [caption, ...]}`` (a dict, not a list)
+``retrieval``  ``[{"video", "caption"}, ...]``; ``caption`` is a string or a list of sentences (a paragraph)
+``caption``    same as ``retrieval``
+``qa_open``    ``[{"video", "question", "answer": int, "answer_text"}, ...]`` (+ optional ``"type"`` or
+               ``"qtype"``); top-level ``"vocab": [answer, ...]`` and/or ``"ans2label": {answer: label}``
+``qa_choice``  ``[{"video", "question", "option_0" .. "option_{K-1}", "answer": int}, ...]``; the question may
+               be ``""`` (retrieval-style multiple choice)
+=============  ===============================================================================================
+
+Every problem raises :class:`AnnotationError` naming the file, split, item and key. With ``on_error="skip"``
+(for training) bad items are skipped, counted per split and logged instead.
+
+Records are packed into a :class:`RecordList` (two numpy buffers) rather than kept as millions of Python
+objects, so forked DataLoader workers share them instead of copying them page by page.
+
+The module also holds LAVENDER's multi-task test-leak filter (:func:`filter_test_leaks`): video ids of any
+val/test split of a dataset family are removed from the train splits of all of that family's files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar, overload
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("val", "test")
+KINDS = ("pretrain", "retrieval", "caption", "qa_open", "qa_choice")
+METADATA_KEYS = {"qa_open": ("vocab", "ans2label")}
+
+OnError = Literal["raise", "skip"]
+
+
+class AnnotationError(ValueError):
+    """A problem in an annotation file, located by file, split, item index and key."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        message: str,
+        split: str | None = None,
+        index: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.path, self.split, self.index, self.key = Path(path), split, index, key
+        where = [f"split '{split}'"] if split is not None else []
+        where += [f"item {index}"] if index is not None else []
+        where += [f"key '{key}'"] if key is not None else []
+        super().__init__(f"{path}: {', '.join(where) + ': ' if where else ''}{message}")
+
+
+# ----------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class PretrainItem:
+    """One pretraining video with all of its captions."""
+
+    video: str
+    captions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionItem:
+    """A (video, text) pair of the retrieval / captioning files; a paragraph keeps its sentences apart."""
+
+    video: str
+    sentences: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """All sentences joined by a space (what evaluation uses)."""
+        return " ".join(self.sentences)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenQAItem:
+    """An open-ended question; ``answer_text`` is the word the MLM head must predict, ``qtype`` its type."""
+
+    video: str
+    question: str
+    answer: int
+    answer_text: str
+    qtype: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceItem:
+    """A multiple-choice question (TGIF style, or retrieval style when ``question`` is empty)."""
+
+    video: str
+    question: str
+    options: tuple[str, ...]
+    answer: int
+
+
+R = TypeVar("R")
+
+
+class RecordList(Sequence[R]):
+    """An immutable sequence of dataclass records packed as compact JSON rows in one numpy byte buffer.
+
+    Items are rebuilt on access (a few microseconds). Unlike a list of Python objects, the two numpy arrays
+    are never touched by reference counting, so forked DataLoader workers keep sharing their pages.
+    """
+
+    def __init__(self, record_type: type[R], records: Iterable[R] = ()) -> None:
+        self.record_type = record_type
+        self._names = tuple(f.name for f in fields(record_type))  # type: ignore[arg-type]
+        buffer, offsets = bytearray(), [0]
+        for record in records:
+            row = [getattr(record, name) for name in self._names]
+            buffer += json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
+            offsets.append(len(buffer))
+        self._data = np.frombuffer(bytes(buffer), dtype=np.uint8)
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> R: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[R]: ...
+    def __getitem__(self, index: int | slice) -> R | list[R]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"record index {index} out of range for {n} records")
+        index %= n
+        start, end = self._offsets[index], self._offsets[index + 1]
+        row = json.loads(self._data[start:end].tobytes())
+        return self.record_type(*(tuple(v) if isinstance(v, list) else v for v in row))
+
+    def __iter__(self) -> Iterator[R]:
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"RecordList[{self.record_type.__name__}]({len(self)} records, {self._data.nbytes} bytes)"
+
+
+@dataclass
+class AnnotationFile(Generic[R]):
+    """The records of one annotation file per split, the count of skipped items per split, QA metadata."""
+
+    path: Path
+    kind: str
+    splits: dict[str, RecordList[R]]
+    skipped: dict[str, int] = field(default_factory=dict)
+    vocab: list[str] | None = None
+    ans2label: dict[str, int] | None = None
+
+    def __getitem__(self, split: str) -> RecordList[R]:
+        if split not in self.splits:
+            raise KeyError(f"{self.path}: split '{split}' not loaded (loaded: {', '.join(self.splits)})")
+        return self.splits[split]
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+# ------------------------------------------------------------------------------------------ field checks
+
+
+class _ItemError(Exception):
+    """A bad item; turned into an AnnotationError once the split and index are known."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _get(obj: Mapping[str, Any], key: str) -> Any:
+    if key not in obj:
+        raise _ItemError(key, f"missing (the item has keys: {', '.join(map(str, obj)) or 'none'})")
+    return obj[key]
+
+
+def _string(obj: Mapping[str, Any], key: str, allow_empty: bool = False) -> str:
+    value = _get(obj, key)
+    if not isinstance(value, str):
+        raise _ItemError(key, f"expected a string, got {_type_name(value)} {value!r:.60}")
+    if not allow_empty and not value.strip():
+        raise _ItemError(key, "is empty")
+    return value
+
+
+def _integer(obj: Mapping[str, Any], key: str) -> int:
+    value = _get(obj, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _ItemError(key, f"expected an integer, got {_type_name(value)} {value!r:.60}")
+    return value
+
+
+def _sentences(value: Any, key: str) -> tuple[str, ...]:
+    """A caption: one string, or a list of sentences (empty sentences dropped; at least one must remain)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise _ItemError(key, "is empty")
+        return (value,)
+    if isinstance(value, list):
+        bad = [s for s in value if not isinstance(s, str)]
+        if bad:
+            raise _ItemError(key, f"expected a list of strings, found {_type_name(bad[0])} {bad[0]!r:.60}")
+        sentences = tuple(s for s in value if s.strip())
+        if sentences:
+            return sentences
+    raise _ItemError(key, f"expected a non-empty string or list of strings, got {value!r:.60}")
+
+
+def _as_object(raw: Any) -> Mapping[str, Any]:
+    if not isinstance(raw, dict):
+        raise _ItemError(None, f"expected a JSON object, got {_type_name(raw)} {raw!r:.60}")
+    return raw
+
+
+# ----------------------------------------------------------------------------------------- item parsers
+
+
+@dataclass
+class _FileContext:
+    """What item parsers need to know about the whole file."""
+
+    label2ans: dict[int, str] | None = None
+    n_options: int | None = None
+
+
+def _parse_pretrain(entry: tuple[str, Any], ctx: _FileContext) -> PretrainItem:
+    video, captions = entry
+    return PretrainItem(video, _sentences(captions, "captions"))
+
+
+def _parse_caption(raw: Any, ctx: _FileContext) -> CaptionItem:
+    obj = _as_object(raw)
+    return CaptionItem(_string(obj, "video"), _sentences(_get(obj, "caption"), "caption"))
+
+
+def _parse_open_qa(raw: Any, ctx: _FileContext) -> OpenQAItem:
+    obj = _as_object(raw)
+    answer = _integer(obj, "answer")
+    if "answer_text" in obj:
+        answer_text = _string(obj, "answer_text")
+    elif ctx.label2ans is not None and answer in ctx.label2ans:
+        answer_text = ctx.label2ans[answer]
+    else:
+        raise _ItemError(
+            "answer_text", "missing, and 'answer' is not a label of the top-level vocab/ans2label"
+        )
+    qtype = obj.get("type", obj.get("qtype"))
+    if qtype is not None and (isinstance(qtype, bool) or not isinstance(qtype, str | int)):
+        raise _ItemError("type", f"expected a string or integer question type, got {qtype!r:.60}")
+    return OpenQAItem(
+        _string(obj, "video"),
+        _string(obj, "question"),
+        answer,
+        answer_text,
+        None if qtype is None else str(qtype),
+    )
+
+
+def _parse_choice(raw: Any, ctx: _FileContext) -> ChoiceItem:
+    obj = _as_object(raw)
+    n = 0
+    while f"option_{n}" in obj:
+        n += 1
+    if n < 2:
+        raise _ItemError(
+            "option_0" if n == 0 else "option_1", "missing (expected option_0 .. option_K-1, K >= 2)"
+        )
+    if ctx.n_options is None:
+        ctx.n_options = n
+    if n != ctx.n_options:
+        raise _ItemError(f"option_{min(n, ctx.n_options)}", f"has {n} options, expected {ctx.n_options}")
+    options = tuple(_string(obj, f"option_{k}", allow_empty=True) for k in range(n))
+    answer = _integer(obj, "answer")
+    if not 0 <= answer < n:
+        raise _ItemError("answer", f"{answer} is not an option index in [0, {n})")
+    return ChoiceItem(_string(obj, "video"), _string(obj, "question", allow_empty=True), options, answer)
+
+
+_PARSERS: dict[str, tuple[type, Callable[[Any, _FileContext], Any]]] = {
+    "pretrain": (PretrainItem, _parse_pretrain),
+    "retrieval": (CaptionItem, _parse_caption),
+    "caption": (CaptionItem, _parse_caption),
+    "qa_open": (OpenQAItem, _parse_open_qa),
+    "qa_choice": (ChoiceItem, _parse_choice),
+}
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON file whose top level must be an object; errors name the file (and line for bad JSON)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise AnnotationError(path, "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AnnotationError(path, f"not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise AnnotationError(path, f"top level must be a JSON object with splits, got {_type_name(obj)}")
+    return obj
+
+
+def _qa_labels(path: Path, obj: Mapping[str, Any]) -> tuple[list[str] | None, dict[str, int] | None]:
+    """The top-level ``vocab`` / ``ans2label`` of an open-ended QA file (each derived from the other)."""
+    vocab, ans2label = obj.get("vocab"), obj.get("ans2label")
+    if vocab is not None and not (isinstance(vocab, list) and all(isinstance(a, str) for a in vocab)):
+        raise AnnotationError(path, "must be a list of answer strings", key="vocab")
+    if ans2label is not None and not (
+        isinstance(ans2label, dict)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in ans2label.values())
+    ):
+        raise AnnotationError(path, "must map answer strings to integer labels", key="ans2label")
+    if vocab is None and ans2label is not None:
+        vocab = [a for a, _ in sorted(ans2label.items(), key=lambda kv: kv[1])]
+    if ans2label is None and vocab is not None:
+        ans2label = {a: i for i, a in enumerate(vocab)}
+    return vocab, ans2label
+
+
+def _split_entries(path: Path, kind: str, split: str, value: Any) -> list[Any]:
+    """The raw items of one split: a list, or (video, captions) pairs for the pretraining dict."""
+    if kind == "pretrain":
+        if not isinstance(value, dict):
+            raise AnnotationError(
+                path, f"expected {{video: [captions]}}, got {_type_name(value)}", split=split
+            )
+        return list(value.items())
+    if not isinstance(value, list):
+        raise AnnotationError(path, f"expected a list of items, got {_type_name(value)}", split=split)
+    return value
+
+
+def load_annotations(
+    path: str | os.PathLike,
+    kind: str,
+    splits: Sequence[str] | None = None,
+    video_ids: Collection[str] | None = None,
+    on_error: OnError = "raise",
+    n_options: int | None = None,
+) -> AnnotationFile:
+    """Read and validate an annotation file of the given ``kind`` (one of :data:`KINDS`).
+
+    ``splits``: the splits to load (each must exist); default: whichever of train/val/test the file has.
+    ``video_ids``: the known ids (e.g. the frame TSV's keys); an item with another video is an error.
+    ``on_error="skip"`` skips bad items (counted in ``.skipped``, logged); file-level problems always raise.
+    ``n_options``: the option count every ``qa_choice`` item must have (default: that of the first item).
+    """
+    if kind not in _PARSERS:
+        raise ValueError(f"unknown annotation kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    path = Path(path)
+    obj = read_json_object(path)
+    present = [s for s in SPLITS if s in obj]
+    unknown = sorted(set(obj) - set(SPLITS) - set(METADATA_KEYS.get(kind, ())))
+    if unknown:
+        logger.warning("%s: ignoring top-level keys %s (not a split of a %s file)", path, unknown, kind)
+    wanted = list(splits) if splits is not None else present
+    if not wanted:
+        raise AnnotationError(
+            path, f"has none of the splits {', '.join(SPLITS)} (top-level keys: {sorted(obj)})"
+        )
+    for split in wanted:
+        if split not in obj:
+            raise AnnotationError(path, f"has no split '{split}' (it has: {', '.join(present) or 'none'})")
+    if video_ids is not None and not isinstance(video_ids, AbstractSet | Mapping):
+        video_ids = frozenset(video_ids)
+
+    vocab, ans2label = _qa_labels(path, obj) if kind == "qa_open" else (None, None)
+    label2ans = {label: answer for answer, label in ans2label.items()} if ans2label else None
+    ctx = _FileContext(label2ans=label2ans, n_options=n_options)
+    record_type, parse = _PARSERS[kind]
+
+    loaded: dict[str, RecordList] = {}
+    skipped: dict[str, int] = {}
+    for split in wanted:
+        entries = _split_entries(path, kind, split, obj[split])
+        records, errors = [], []
+        for index, raw in enumerate(entries):
+            try:
+                record = parse(raw, ctx)
+                if video_ids is not None and record.video not in video_ids:
+                    raise _ItemError(
+                        "video",
+                        f"video '{record.video}' is not among the given video ids "
+                        f"(e.g. the frame TSV's keys)",
+                    )
+            except _ItemError as e:
+                key = raw[0] if kind == "pretrain" else e.key  # a pretraining item's key is its video id
+                if on_error == "raise":
+                    hint = "; fix the file, or skip such items with on_error='skip'"
+                    raise AnnotationError(path, f"{e}{hint}", split=split, index=index, key=key) from None
+                errors.append(AnnotationError(path, str(e), split=split, index=index, key=key))
+                continue
+            records.append(record)
+        loaded[split] = RecordList(record_type, records)
+        skipped[split] = len(errors)
+        if errors:
+            logger.warning(
+                "skipped %d of %d items of split '%s' (first: %s)",
+                len(errors),
+                len(entries),
+                split,
+                errors[0],
+            )
+    return AnnotationFile(path, kind, loaded, skipped, vocab, ans2label)
+
+
+def coco_references(items: Iterable[CaptionItem], description: str = "caption references") -> dict[str, Any]:
+    """The COCO-format reference structure that caption scorers (pycocoevalcap) read.
+
+    Every video becomes one "image" (its id is the video id); every item one annotation.
+    """
+    images: dict[str, None] = {}
+    annotations = []
+    for i, item in enumerate(items):
+        images.setdefault(item.video)
+        annotations.append({"image_id": item.video, "id": i, "caption": item.text})
+    return {
+        "info": {"description": description},
+        "licenses": [],
+        "type": "captions",
+        "images": [{"id": video} for video in images],
+        "annotations": annotations,
+    }
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
+    """Write ``obj`` as JSON to a temporary name beside ``path`` and rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------- multi-task leak filter
+
+_FAMILY_FILE = re.compile(r"^txt_(?P<family>[^-]+)-.+\.json$")
+
+
+@dataclass
+class FileLeakReport:
+    """What the leak filter removed from the train split of one file."""
+
+    file: str
+    output: str
+    train_before: int
+    train_after: int
+    removed_ids: list[str]
+
+
+@dataclass
+class LeakReport:
+    """The leak filter's result for one dataset family."""
+
+    dataset: str
+    n_eval_ids: int
+    files: list[FileLeakReport]
+
+    @property
+    def n_removed(self) -> int:
+        return sum(f.train_before - f.train_after for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "n_eval_ids": self.n_eval_ids,
+            "n_removed_items": self.n_removed,
+            "files": [vars(f) for f in self.files],
+        }
+
+
+def annotation_families(data_dir: str | os.PathLike) -> list[str]:
+    """The dataset families D that have ``txt_D-*.json`` files in ``data_dir``."""
+    names = (p.name for p in Path(data_dir).glob("txt_*-*.json"))
+    return sorted({m["family"] for m in map(_FAMILY_FILE.match, names) if m})
+
+
+def _split_videos(path: Path, split: str, value: Any) -> list[str]:
+    """The video id of every entry of a split (dict split: its keys; list split: each item's "video")."""
+    if isinstance(value, dict):
+        return list(value)
+    if not isinstance(value, list):
+        raise AnnotationError(path, f"expected a list or dict split, got {_type_name(value)}", split=split)
+    videos = []
+    for index, item in enumerate(value):
+        try:
+            videos.append(_string(_as_object(item), "video"))
+        except _ItemError as e:
+            raise AnnotationError(path, str(e), split=split, index=index, key=e.key) from None
+    return videos
+
+
+def _without_videos(value: Any, videos: list[str], drop: AbstractSet[str]) -> Any:
+    if isinstance(value, dict):
+        return {video: captions for video, captions in value.items() if video not in drop}
+    return [item for item, video in zip(value, videos) if video not in drop]
+
+
+def filter_test_leaks(data_dir: str | os.PathLike, dataset: str, output_dir: str | os.PathLike) -> LeakReport:
+    """Copy every ``txt_{dataset}-*.json`` with the family's val/test videos removed from the train splits.
+
+    The originals are never modified; ``output_dir`` must differ from ``data_dir``.
+    """
+    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    if output_dir.resolve() == data_dir.resolve():
+        raise ValueError(
+            f"output dir {output_dir} is the data dir: the filter never edits files in place; "
+            f"choose another --output_dir"
+        )
+    paths = sorted(data_dir.glob(f"txt_{dataset}-*.json"))
+    if not paths:
+        raise FileNotFoundError(f"no annotation files txt_{dataset}-*.json in {data_dir}")
+    contents = {path: read_json_object(path) for path in paths}
+
+    eval_ids: set[str] = set()
+    for path, obj in contents.items():
+        for split in EVAL_SPLITS:
+            if split in obj:
+                eval_ids.update(_split_videos(path, split, obj[split]))
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for path, obj in contents.items():
+        filtered = dict(obj)
+        before = after = 0
+        removed: list[str] = []
+        if "train" in obj:
+            videos = _split_videos(path, "train", obj["train"])
+            filtered["train"] = _without_videos(obj["train"], videos, eval_ids)
+            before, after = len(obj["train"]), len(filtered["train"])
+            removed = sorted({video for video in videos if video in eval_ids})
+        output = write_json_atomic(output_dir / path.name, filtered)
+        reports.append(FileLeakReport(str(path), str(output), before, after, removed))
+    return LeakReport(dataset, len(eval_ids), reports)
