@@ -1,0 +1,456 @@
+"""Run configuration as validated data: one schema of every key, JSON files, `--key value` overrides.
+
+Precedence: schema defaults < `--config file.json` (or a bare first argument ending in `.json`)
+< `--key value`. Every key has a type; unknown keys and wrong types are errors that name the source and
+list the valid keys. Multi-task configs carry a `datasets` list of per-task dicts, validated against the
+same schema; each task sees `cfg.override(task_dict)` (its keys override the global ones), see
+`Config.task_configs()`.
+
+Defaults follow the reference CLI (LAVENDER `utils/args.py`) except where the reference JSON configs all
+agree on another value (`vis_backbone_init` "3d", `kinetics` 600, `max_grad_norm` 1.0, `lr` 2e-5). Outputs
+go straight into `path_output` (no timestamped sub-folder), so `--resume true` finds the previous run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names the source and what to do."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type (a typing expression: `int`, `list[str]`, `str | None`), default, help."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+
+_IMG_TRANSFORMS = ("img_rand_crop", "img_center_crop", "pad_resize", "vid_rand_crop", "vid_center_crop")
+
+# fmt: off
+SCHEMA: tuple[Key, ...] = (
+    # ---- task and data
+    Key("type", str, "", "task family: pretrain, retrieval, qaoe, qamc, captioning, multi-task"),
+    Key("task", str, "", "task name, e.g. msrvtt-retrieval, msrvtt-qa, tgif-action, msrvtt-cap"),
+    Key("dataset", str | list[str], "", "dataset name (a list for pretraining, e.g. [webvid2.5m, cc3m])"),
+    Key("datasets", list[dict], [], "multi-task: per-task dicts whose keys override the global ones"),
+    Key("data_dir", str, "./_datasets", "folder holding every dataset"),
+    Key("txt_dir", str, "", "folder of the text annotation JSON files ('' = data_dir)"),
+    Key("img_tsv_dir", str, "", "folder of the frame TSV files ('' = data_dir)"),
+    Key("train_yaml", str, "", "captioning: train split description, relative to data_dir"),
+    Key("val_yaml", str, "", "captioning: validation split description, relative to data_dir"),
+    Key("test_yaml", str, "", "captioning: test split description, relative to data_dir"),
+    Key("data_ratio", float, 1.0, "fraction of the training data to use"),
+    Key("n_workers", int, 4, "DataLoader worker processes per rank"),
+    # ---- inputs
+    Key("size_img", int, 224, "frame side in pixels"),
+    Key("size_frame", int, 4, "frames per clip"),
+    Key("size_txt", int, 25, "text length in tokens"),
+    Key("size_txt_pre", int, 25, "length of the pre-text (prompt) in tokens"),
+    Key("size_patch", int, 32, "image patch size (pixels per visual token side)"),
+    Key("max_size_frame", int, 6, "frames covered by the temporal position embedding"),
+    Key("max_size_patch", int, 14, "patches per side covered by the spatial position embedding"),
+    Key("img_transform", list[str], ["img_rand_crop"],
+        "training transform (a bare string is read as [string])", _IMG_TRANSFORMS),
+    Key("multi_clip_testing", bool, False, "retrieval: average scores over several clips per video"),
+    # ---- task-specific values
+    Key("size_vocab", int, -1, "open-ended QA answer vocabulary size (-1 = the whole BERT vocabulary)"),
+    Key("size_test", int, 0, "official test-set size used to report accuracy (0 = number of test items)"),
+    Key("size_option", int, 5, "multiple choice: options per question"),
+    Key("temp", float, 1.0, "temperature of contrastive / retrieval scores"),
+    Key("size_part", int, 8, "pretraining: number of shards per dataset"),
+    Key("pretrain_tasks", list[str], ["mtm", "vtm"], "pretraining objectives", ("mtm", "vtm")),
+    Key("p_mask", float, 0.15, "masking probability for MLM / captioning"),
+    Key("enable_task_token", bool, False, "add a learned task token before the text"),
+    Key("task_token", str | None, None, "task token used in fine-tuning", ("vtm", "mc", "oe", "cap", None)),
+    Key("enable_prompt", bool, False, "prepend a task prompt to the text"),
+    Key("mask_pos", str, "append", "where the answer [MASK] goes",
+        ("append", "prepend", "insert", "replace")),
+    Key("max_gen_length", int, 20, "captioning: maximum generated tokens"),
+    Key("attn_mask_type", str, "full", "captioning attention mask", ("full", "seq2seq")),
+    Key("reinit_head", bool, False, "QA: re-initialise the answer head"),
+    Key("on_bad_item", str, "raise", "annotation item with a missing / malformed video: raise or skip",
+        ("raise", "skip")),
+    Key("tf_score", str, "prob", "true/false score: 2-way softmax (prob) or the reference's logit ratio",
+        ("prob", "ratio")),
+    Key("vtm_negatives", int, 3, "retrieval / VTM training: negative captions per video (from its batch)"),
+    Key("eval_pair_batch", int, 256, "retrieval evaluation: (text, video) pairs per fusion pass"),
+    Key("qa_answer_space", str, "candidates", "open-ended QA answers: candidate list or the whole vocabulary",
+        ("candidates", "vocab")),
+    Key("qa_layout", str, "auto", "open-ended QA input layout", ("auto", "open", "fill_blank")),
+    Key("mc_style", str, "auto", "multiple choice: one sequence with all options, or one per option",
+        ("auto", "sequence", "retrieval")),
+    # ---- model
+    Key("vis_backbone", str, "vidswin", "visual backbone", ("vidswin",)),
+    Key("vis_backbone_size", str, "base", "Video Swin size", ("tiny", "small", "base", "large", "custom")),
+    Key("vis_backbone_init", str, "3d", "Video Swin initialisation", ("2d", "3d", "random")),
+    Key("kinetics", int, 600, "Kinetics variant of the Video Swin weights (-1 = none)", (400, 600, -1)),
+    Key("txt_backbone", str, "bert-base-uncased", "text embeddings / tokenizer (name or local folder)"),
+    Key("txt_backbone_embed_only", bool, True, "use only the BERT embeddings for text (no text encoder)"),
+    Key("fusion_encoder", str, "bert-base-uncased", "fusion encoder (name or local folder)"),
+    Key("fusion_encoder_rand_init", bool, False, "initialise the fusion encoder randomly"),
+    Key("path_ckpt", str, "", "initial weights ('' = backbone initialisation); a missing file is an error"),
+    Key("vis_embed_dim", int | None, None, "custom Video Swin: embedding dim of stage 1"),
+    Key("vis_depths", list[int] | None, None, "custom Video Swin: blocks per stage"),
+    Key("vis_heads", list[int] | None, None, "custom Video Swin: attention heads per stage"),
+    Key("vis_window", list[int] | None, None, "custom Video Swin: window size [T, H, W]"),
+    Key("fusion_hidden_size", int | None, None, "custom fusion encoder: hidden size"),
+    Key("fusion_layers", int | None, None, "custom fusion encoder: number of layers"),
+    Key("fusion_heads", int | None, None, "custom fusion encoder: attention heads"),
+    Key("fusion_intermediate_size", int | None, None, "custom fusion encoder: MLP size"),
+    # ---- optimisation
+    Key("size_epoch", int, 20, "training epochs (0 = evaluate only)"),
+    Key("size_batch", int, 8, "batch size per rank"),
+    Key("grad_accum", int, 1, "micro-batches per optimizer step"),
+    Key("steps_per_epoch", int, 0, "optimizer steps per epoch (0 = one pass over every stream)"),
+    Key("task_sampling", str, "uniform", "multi-task stream choice per step: uniform or by dataset size",
+        ("uniform", "size")),
+    Key("lr", float, 2e-5, "peak learning rate"),
+    Key("decay", float, 1e-3, "AdamW weight decay (not applied to biases and normalisation weights)"),
+    Key("betas", list[float], [0.9, 0.98], "AdamW betas"),
+    Key("warmup_ratio", float, 0.1, "fraction of all optimizer steps used for linear warm-up"),
+    Key("vis_backbone_lr_mul", float, 1.0, "learning-rate multiplier of parameters named '*swin.*'"),
+    Key("max_grad_norm", float, 1.0, "gradient clipping norm (<= 0 disables clipping)"),
+    Key("precision", str, "auto", "autocast dtype; auto = bf16 (fp16 without bf16) on GPU, fp32 on CPU",
+        ("fp32", "bf16", "fp16", "auto")),
+    Key("use_checkpoint", bool, False, "gradient checkpointing inside the model"),
+    Key("find_unused_parameters", bool, False,
+        "DDP: allow parameters without gradients in a step (streams using different parts of the model)"),
+    Key("deepspeed", bool, False, "train with DeepSpeed ZeRO"),
+    Key("deepspeed_config", str, "", "DeepSpeed JSON config ('' = built from the other keys)"),
+    Key("zero_stage", int, 1, "DeepSpeed ZeRO stage", (0, 1, 2)),
+    Key("max_nan_steps", int, 10, "abort after this many non-finite steps in a row"),
+    Key("seed", int, 88, "random seed"),
+    # ---- run control and outputs
+    Key("path_output", str, "./_snapshot", "output folder: args.json, log.jsonl, checkpoints, model weights"),
+    Key("resume", bool | str, False, "true = latest checkpoint in path_output, or a checkpoint folder"),
+    Key("eval_only", bool, False, "only evaluate (the weights come from path_ckpt or resume)"),
+    Key("eval_every", int, 1, "evaluate every N epochs (0 = only after the last epoch)"),
+    Key("eval_before_train", bool, False, "evaluate once before training (zero-shot numbers)"),
+    Key("save_every_steps", int, 0, "also checkpoint every N optimizer steps (0 = only at epoch ends)"),
+    Key("keep_last_ckpts", int, 2, "training checkpoints kept on disk"),
+    Key("save_model_every_epoch", bool, True,
+        "write inference weights after every epoch (always at the end)"),
+    Key("logging_steps", int, 20, "log every N optimizer steps"),
+    Key("tensorboard", bool, True, "write TensorBoard events next to log.jsonl"),
+    Key("dist_timeout_s", int, 1800, "timeout of collective operations in seconds"),
+)
+# fmt: on
+
+KEYS: dict[str, Key] = {k.name: k for k in SCHEMA}
+
+# Keys the reference wrote into its own args.json that are derived, not settings: accepted and dropped.
+_DERIVED_REFERENCE_KEYS = frozenset(
+    {"local_rank", "tokenizer", "effective_batch_size", "num_gpus", "distributed"}
+)
+
+
+# ---- types
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _union_members(tp: Any) -> tuple | None:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return typing.get_args(tp)
+    return None
+
+
+def _check(value: Any, tp: Any) -> Any:
+    """Return `value` (normalised) if it has type `tp`, else raise TypeError naming the expected type."""
+    members = _union_members(tp)
+    if members is not None:
+        for member in members:
+            try:
+                return _check(value, member)
+            except TypeError:
+                continue
+        raise TypeError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+    elif typing.get_origin(tp) is list:
+        (item_tp,) = typing.get_args(tp)
+        if item_tp is str and isinstance(value, str):
+            return [value]  # the reference's tgif configs give img_transform as a bare string
+        if isinstance(value, list | tuple):
+            return [_check(v, item_tp) for v in value]
+    else:
+        raise AssertionError(f"unsupported schema type {tp!r}")
+    raise TypeError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+def _accepts(value: Any, tp: Any) -> bool:
+    try:
+        _check(value, tp)
+    except TypeError:
+        return False
+    return True
+
+
+def _parse_text(text: str, tp: Any) -> Any:
+    """Parse a command-line string as `tp`: true/false, ints, floats, JSON lists/dicts, null for None."""
+    members = _union_members(tp)
+    if members is not None:
+        if text.lstrip().startswith(("[", "{")):
+            return _check(_json_value(text), tp)
+        for member in sorted(members, key=lambda m: m is str):  # a string is the last resort
+            if member is dict or typing.get_origin(member) is list:
+                continue  # only JSON text (handled above) becomes a list or dict here
+            try:
+                return _parse_text(text, member)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError(f"cannot read {text!r} as {_type_name(tp)}")
+    if tp is type(None):
+        if text.lower() in {"none", "null"}:
+            return None
+    elif tp is bool:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+    elif tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    elif tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    elif tp is str:
+        return text
+    elif tp is dict or typing.get_origin(tp) is list:
+        if typing.get_args(tp) == (str,) and not text.lstrip().startswith("["):
+            return [text]
+        return _check(_json_value(text), tp)
+    raise TypeError(f"cannot read {text!r} as {_type_name(tp)}")
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TypeError(f"{text!r} is not valid JSON ({e.msg}); write lists as JSON, e.g. '[1, 2]'") from e
+
+
+# ---- validation
+
+
+def _unknown_key_error(name: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(name, KEYS, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(
+        f"unknown config key {name!r} in {source}.{hint}\nValid keys: {', '.join(sorted(KEYS))}"
+    )
+
+
+def _validate_value(name: str, value: Any, source: str) -> Any:
+    key = KEYS.get(name)
+    if key is None:
+        raise _unknown_key_error(name, source)
+    try:
+        value = _check(value, key.type)
+    except TypeError as e:
+        raise ConfigError(f"config key {name!r} in {source}: {e} ({key.help})") from None
+    if key.choices is not None:
+        bad = [v for v in (value if isinstance(value, list) else [value]) if v not in key.choices]
+        if bad:
+            raise ConfigError(
+                f"config key {name!r} in {source}: {bad[0]!r} is not one of {list(key.choices)} ({key.help})"
+            )
+    if name == "datasets":
+        value = [_validate_task_dict(d, f"{source}, datasets[{i}]") for i, d in enumerate(value)]
+    return value
+
+
+def _validate_task_dict(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    if "datasets" in d:
+        raise ConfigError(f"{source}: a per-task dict cannot contain 'datasets'")
+    return {k: _validate_value(k, v, source) for k, v in d.items()}
+
+
+def validate(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Validate a partial mapping of keys (types, choices, per-task dicts); returns normalised values."""
+    return {k: _validate_value(k, v, source) for k, v in values.items() if k not in _DERIVED_REFERENCE_KEYS}
+
+
+# ---- Config
+
+
+class Config(Mapping[str, Any]):
+    """An immutable, validated set of every schema key, read as `cfg.lr` or `cfg["lr"]`.
+
+    Change values with `cfg.override({...})`, which validates and returns a copy.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any] | None = None, source: str = "config"):
+        merged = {k.name: _copy(k.default) for k in SCHEMA}
+        merged.update(validate(values or {}, source))
+        object.__setattr__(self, "_values", merged)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(str(_unknown_key_error(name, "attribute access"))) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"Config is immutable; use cfg.override({{{name!r}: ...}}) to get a changed copy"
+        )
+
+    def __reduce__(self):
+        return (Config, (self._values,))
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self._values.items() if v != KEYS[k].default}
+        return f"Config({changed})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep, JSON-serialisable copy of every key."""
+        return _copy(self._values)
+
+    def override(self, values: Mapping[str, Any], source: str = "override") -> Config:
+        """A copy with `values` (validated) replacing the current ones."""
+        return Config({**self._values, **values}, source=source)
+
+    def task_configs(self) -> list[Config]:
+        """Multi-task: one config per entry of `datasets` (global keys overridden by the task's keys)."""
+        return [
+            self.override({**d, "datasets": []}, source=f"datasets[{i}]") for i, d in enumerate(self.datasets)
+        ]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the resolved config as `folder/args.json` (atomically); returns the path."""
+        from lib.engine.checkpointing import atomic_write_text
+
+        path = Path(folder) / "args.json"
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+# ---- loading
+
+
+def load_json_config(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config file (a JSON object) and validate its keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
+    return validate(data, f"config file {path}")
+
+
+_LAUNCHER_FLAGS = ("--local_rank", "--local-rank")
+
+
+def parse_overrides(argv: Sequence[str]) -> tuple[str | None, dict[str, Any]]:
+    """Split argv into (config path, {key: typed value}).
+
+    Accepts `--key value`, `--key=value`, a bare `--flag` for bool keys (= true), a first positional argument
+    ending in `.json` as the config, and drops the launcher's `--local_rank X` / `--local-rank=X` (the rank
+    comes from the LOCAL_RANK environment variable).
+    """
+    config_path: str | None = None
+    values: dict[str, Any] = {}
+    args = list(argv)
+    if args and not args[0].startswith("-") and args[0].endswith(".json"):
+        config_path = args.pop(0)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"unexpected command-line argument {arg!r}; write options as --key value")
+        name, has_eq, text = arg[2:].partition("=")
+        takes_next = not has_eq and i + 1 < len(args) and not args[i + 1].startswith("--")
+        if not has_eq and takes_next:
+            text = args[i + 1]
+        i += 2 if takes_next else 1
+        if f"--{name}" in _LAUNCHER_FLAGS:
+            continue
+        if name == "config":
+            if not (has_eq or takes_next):
+                raise ConfigError("--config needs a path to a JSON file")
+            config_path = text
+            continue
+        key = KEYS.get(name)
+        if key is None:
+            raise _unknown_key_error(name, "the command line")
+        if not (has_eq or takes_next):
+            if not _accepts(True, key.type):
+                raise ConfigError(f"--{name} needs a value ({_type_name(key.type)}: {key.help})")
+            text = "true"
+        try:
+            values[name] = _parse_text(text, key.type)
+        except TypeError as e:
+            raise ConfigError(f"--{name}: {e} ({key.help})") from None
+    return config_path, validate(values, "the command line")
+
+
+def load_config(argv: Sequence[str] | None = None) -> Config:
+    """Build the run's Config from `argv` (default `sys.argv[1:]`): defaults < JSON config < `--key value`."""
+    config_path, cli_values = parse_overrides(sys.argv[1:] if argv is None else argv)
+    file_values = load_json_config(config_path) if config_path else {}
+    return Config({**file_values, **cli_values}, source="the command line")

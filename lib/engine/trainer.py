@@ -1,0 +1,855 @@
+"""The one training loop for every task: streams of batches, mixed precision, DDP / DeepSpeed, checkpoints.
+
+A task plugs in through `TrainStream`s (dataset + collate + step function) and an `evaluate_fn`:
+
+    stream = TrainStream("msrvtt-qa", train_ds, collate, cfg.size_batch, step_fn=qa_loss)
+    Trainer(cfg, model, [stream], evaluate_fn=evaluate).fit()
+
+`step_fn(model, batch) -> {"loss": scalar tensor, **extra scalar logs}` runs inside the DDP / DeepSpeed
+forward (the engine wraps the call), so it may call any method of the model. A batch that is a dict may
+carry an "ids" list; those ids appear in non-finite-loss reports.
+
+Data order. Every step, one stream is chosen (`task_sampling`: "uniform" = proportional to the streams'
+`weight`, "size" = to weight x batches per epoch) from an RNG seeded by (seed, epoch): every rank picks
+the same stream without communicating. Each stream walks through its own epochs
+(`distributed.train_shard`), so an exhausted stream restarts with its next permutation. An epoch is
+`steps_per_epoch` optimizer steps, by default the sum of the streams' per-rank batches (divided by
+grad_accum). Items are fetched with RNGs seeded from their (seed, stream, stream epoch, position) - the
+collate from (.., batch, rank) - so augmentation does not depend on worker count or on a resume.
+
+Non-finite steps: when any rank's loss (or the clipped gradient norm) is NaN/inf, the optimizer step is
+skipped on all ranks (grads zeroed, scheduler not advanced), counted and logged with the batch ids;
+`max_nan_steps` such steps in a row raise `NonFiniteLossError` naming the ids. With DeepSpeed the step is
+skipped by DeepSpeed's own overflow check (bf16/fp16); DeepSpeed in fp32 cannot skip a step, so a
+non-finite loss aborts there.
+
+DDP: `find_unused_parameters` defaults to False (faster); multi-task runs whose streams use different parts
+of the model (e.g. a stream never touching some head) need `--find_unused_parameters true`.
+DeepSpeed: ZeRO stage 0-2 (stage 3 would shard the parameters the evaluation reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lib.engine import distributed as D
+from lib.engine.checkpointing import (
+    CheckpointManager,
+    atomic_torch_save,
+    capture_rng_state,
+    checkpoint_root,
+    list_checkpoints,
+    resolve_resume,
+    restore_rng_state,
+    save_model_dir,
+    save_state_dict,
+    seed_everything,
+)
+from lib.engine.config import Config, ConfigError
+from lib.engine.logging import RunLogger
+from lib.engine.optim import build_optimizer, build_scheduler
+
+StepFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
+EvaluateFn = Callable[[nn.Module, int], Mapping[str, float]]
+SaveModelFn = Callable[[nn.Module, Path], None]
+
+
+# Keys that may change between a run and its resumption without affecting what is computed.
+_RUN_CONTROL_KEYS = frozenset({
+    "resume", "path_output", "eval_only", "n_workers", "logging_steps", "tensorboard", "save_every_steps",
+    "keep_last_ckpts", "save_model_every_epoch", "dist_timeout_s",
+})  # fmt: skip
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many optimizer steps in a row had a NaN/inf loss or gradient."""
+
+
+@dataclass
+class TrainStream:
+    """One source of training batches: a map-style dataset, its collate, per-rank batch size and loss.
+
+    `step_fn(model, batch)` returns {"loss": scalar, **extras}: extra scalar tensors are averaged over the
+    logging window and the ranks, so a step function must return the same keys on every rank.
+    """
+
+    name: str
+    dataset: Dataset
+    collate_fn: Callable[[list[Any]], Any]
+    batch_size: int
+    step_fn: StepFn
+    weight: float = 1.0  # relative probability of being picked at a step (not a loss weight)
+
+
+# ---- data plan
+
+
+@dataclass
+class StreamCursor:
+    """Where a stream is: its own epoch and the next batch in it."""
+
+    epoch: int = 0
+    batch: int = 0
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """A micro-batch to fetch: stream, its epoch, batch number, dataset indices, global positions."""
+
+    stream: int
+    stream_epoch: int
+    batch: int
+    indices: tuple[int, ...]
+    positions: tuple[int, ...]
+
+
+class StreamSchedule:
+    """Which stream and batch every micro-step of an epoch uses (a pure function of seed, epoch, cursors)."""
+
+    def __init__(
+        self,
+        streams: Sequence[TrainStream],
+        seed: int,
+        world_size: int,
+        rank: int,
+        sampling: str,
+        grad_accum: int,
+        steps_per_epoch: int,
+    ):
+        self.streams = streams
+        self.seed, self.world_size, self.rank = seed, world_size, rank
+        self.n_batches = [D.num_train_batches(len(s.dataset), s.batch_size, world_size) for s in streams]
+        weights = np.array([s.weight for s in streams], dtype=np.float64)
+        if sampling == "size":
+            weights = weights * np.array(self.n_batches, dtype=np.float64)
+        if (weights <= 0).any():
+            raise ValueError("every stream needs a positive weight")
+        self.probs = weights / weights.sum()
+        self.grad_accum = grad_accum
+        self.steps_per_epoch = steps_per_epoch or max(1, sum(self.n_batches) // grad_accum)
+        self.micro_per_epoch = self.steps_per_epoch * grad_accum
+
+    def stream_choices(self, epoch: int) -> np.ndarray:
+        if len(self.streams) == 1:
+            return np.zeros(self.micro_per_epoch, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, epoch, len(self.streams)])
+        return rng.choice(len(self.streams), size=self.micro_per_epoch, p=self.probs)
+
+    def epoch_plan(
+        self, epoch: int, cursors: Sequence[StreamCursor]
+    ) -> tuple[np.ndarray, list[StreamCursor]]:
+        """(micro_per_epoch, 3) array of (stream, stream_epoch, batch) and the cursors after the epoch."""
+        cur = [StreamCursor(c.epoch, c.batch) for c in cursors]
+        plan = np.empty((self.micro_per_epoch, 3), dtype=np.int64)
+        for i, s in enumerate(self.stream_choices(epoch)):
+            c = cur[s]
+            plan[i] = (s, c.epoch, c.batch)
+            c.batch += 1
+            if c.batch == self.n_batches[s]:
+                c.epoch, c.batch = c.epoch + 1, 0
+        return plan, cur
+
+    def shard(self, stream: int, stream_epoch: int) -> D.TrainShard:
+        s = self.streams[stream]
+        return D.train_shard(
+            len(s.dataset), s.batch_size, self.world_size, self.rank, self.seed, stream_epoch, stream
+        )
+
+
+class _PlanSampler(Sampler):
+    """Yields the BatchRefs of (the rest of) an epoch plan, computing each stream shard once."""
+
+    def __init__(self, schedule: StreamSchedule, plan: np.ndarray):
+        self.schedule = schedule
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self) -> Iterator[BatchRef]:
+        shards: dict[int, tuple[int, D.TrainShard]] = {}
+        for stream, stream_epoch, batch in self.plan.tolist():
+            if stream not in shards or shards[stream][0] != stream_epoch:
+                shards[stream] = (stream_epoch, self.schedule.shard(stream, stream_epoch))
+            shard = shards[stream][1]
+            yield BatchRef(
+                stream,
+                stream_epoch,
+                batch,
+                tuple(shard.indices[batch].tolist()),
+                tuple(shard.positions[batch].tolist()),
+            )
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([p % 2**63 for p in parts]).generate_state(1)[0])
+
+
+def _seed_cpu_rngs(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators stay untouched
+
+
+@contextlib.contextmanager
+def _isolated_rngs() -> Iterator[None]:
+    """Restore python / numpy / torch-CPU RNG states afterwards (the fetch may run in the main process)."""
+    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+
+
+class _BatchFetcher(Dataset):
+    """Turns a BatchRef into (ref, collated batch), seeding every item and the collate deterministically."""
+
+    def __init__(self, streams: Sequence[TrainStream], seed: int, rank: int):
+        self.streams = streams
+        self.seed = seed
+        self.rank = rank
+
+    def __len__(self) -> int:
+        return 0  # indexed by BatchRef only
+
+    def __getitem__(self, ref: BatchRef) -> tuple[BatchRef, Any]:  # type: ignore[override]
+        stream = self.streams[ref.stream]
+        with _isolated_rngs():
+            items = []
+            for index, position in zip(ref.indices, ref.positions):
+                _seed_cpu_rngs(_derived_seed(self.seed, ref.stream, ref.stream_epoch, position))
+                items.append(stream.dataset[index])
+            _seed_cpu_rngs(_derived_seed(self.seed, ref.stream, ref.stream_epoch, -1 - ref.batch, self.rank))
+            return ref, stream.collate_fn(items)
+
+
+def _unpack(x: Any) -> Any:
+    return x
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoder / transform threads x workers would oversubscribe the CPUs
+
+
+# ---- precision
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for cfg.precision on `device` (None = plain fp32)."""
+    if name == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """torch.autocast for `dtype`, or nothing for fp32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class _StepModule(nn.Module):
+    """Runs a stream's step function as the forward of the wrapped model, so DDP/DeepSpeed see every call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, step_fn: StepFn, batch: Any) -> Mapping[str, torch.Tensor]:
+        return step_fn(self.model, batch)
+
+
+def deepspeed_config(cfg: Config, micro_batch: int, dtype: torch.dtype | None) -> dict[str, Any]:
+    """The DeepSpeed config: cfg.deepspeed_config (checked) or one built from the engine keys.
+
+    Batch size and accumulation always come from the engine; bf16 / fp16 follow cfg.precision.
+    """
+    if cfg.deepspeed_config:
+        ds = _read_deepspeed_json(Path(cfg.deepspeed_config), cfg.grad_accum)
+    else:
+        ds = {
+            "gradient_clipping": max(cfg.max_grad_norm, 0.0),
+            "zero_optimization": {"stage": cfg.zero_stage},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 2**31 - 1,
+            "wall_clock_breakdown": False,
+        }
+    wanted = {torch.bfloat16: {"bf16"}, torch.float16: {"fp16"}}.get(dtype, set())  # type: ignore[arg-type]
+    enabled = {name for name in ("bf16", "fp16") if ds.get(name, {}).get("enabled")}
+    if enabled and enabled != wanted:
+        raise ConfigError(
+            f"{cfg.deepspeed_config} enables {sorted(enabled)} but --precision is {cfg.precision}; "
+            f"make them agree"
+        )
+    for name in wanted - enabled:
+        ds[name] = {"enabled": True, **({"loss_scale": 0} if name == "fp16" else {})}
+    ds["train_micro_batch_size_per_gpu"] = micro_batch
+    ds["gradient_accumulation_steps"] = cfg.grad_accum
+    ds.pop("train_batch_size", None)
+    return ds
+
+
+def _read_deepspeed_json(path: Path, grad_accum: int) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"--deepspeed_config {path} does not exist")
+    ds = json.loads(path.read_text())
+    for section in ("optimizer", "scheduler"):
+        if section in ds:
+            raise ConfigError(
+                f"{path}: remove the {section!r} section; the engine builds AdamW and the "
+                f"warm-up schedule from lr / decay / betas / warmup_ratio"
+            )
+    if ds.get("gradient_accumulation_steps", grad_accum) != grad_accum:
+        raise ConfigError(f"{path}: gradient_accumulation_steps differs from --grad_accum {grad_accum}")
+    if ds.get("zero_optimization", {}).get("stage", 0) > 2:
+        raise ConfigError(f"{path}: ZeRO stage 3 is not supported (evaluation reads whole parameters)")
+    return ds
+
+
+# ---- logging window
+
+
+@dataclass
+class _Micro:
+    """What one micro-batch leaves for the step and the log: stream, batch ids, loss, extra scalars."""
+
+    stream: str
+    ids: Any
+    loss: torch.Tensor
+    extras: dict[str, torch.Tensor]
+
+
+@dataclass
+class _Window:
+    """Sums of the micro-batch logs since the last logging step (device tensors, reduced when logged)."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    streams: list[str] = field(default_factory=list)
+    steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, key: str, value: torch.Tensor) -> None:
+        self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+# ---- trainer
+
+
+class Trainer:
+    """Trains `model` on `streams`, evaluates with `evaluate_fn`, logs and checkpoints to path_output."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module,
+        streams: TrainStream | Sequence[TrainStream] = (),
+        evaluate_fn: EvaluateFn | None = None,
+        save_model_fn: SaveModelFn | None = None,
+    ):
+        self.cfg = cfg
+        self.streams = [streams] if isinstance(streams, TrainStream) else list(streams)
+        names = [s.name for s in self.streams]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream names must be unique, got {names}")
+        self.evaluate_fn = evaluate_fn
+        self.save_model_fn = save_model_fn or save_state_dict
+        self.training = bool(self.streams) and cfg.size_epoch > 0 and not cfg.eval_only
+        self.use_deepspeed = cfg.deepspeed and self.training
+        if cfg.grad_accum < 1:
+            raise ConfigError(f"--grad_accum must be >= 1, got {cfg.grad_accum}")
+
+        self.dist = D.init_distributed(cfg.dist_timeout_s, force_process_group=self.use_deepspeed)
+        self.device = self.dist.device
+        self.dtype = resolve_precision(cfg.precision, self.device)
+        self.path_output = Path(cfg.path_output)
+        resume_dir = resolve_resume(cfg.resume, self.path_output)
+        if self.training and resume_dir is None and list_checkpoints(checkpoint_root(self.path_output)):
+            raise FileExistsError(
+                f"{checkpoint_root(self.path_output)} holds checkpoints of an earlier run; continue it with "
+                f"--resume true or start a new run in another --path_output"
+            )
+        state = self._read_state(resume_dir) if resume_dir else None
+        self.log = RunLogger(
+            self.path_output,
+            self.dist.is_main,
+            cfg.tensorboard,
+            resume_step=state["global_step"] if state and self.training else None,
+            append=not self.training,
+        )
+        if self.dist.is_main:
+            cfg.save(self.path_output)
+
+        self.model = model.to(self.device)
+        if hasattr(model, "set_grad_checkpointing"):
+            model.set_grad_checkpointing(cfg.use_checkpoint)
+        self.epoch = 0
+        self.micro_in_epoch = 0
+        self.global_step = 0
+        self.nonfinite_total = 0
+        self.nonfinite_recent: deque[dict[str, Any]] = deque(maxlen=max(1, cfg.max_nan_steps))
+        self.last_metrics: dict[str, float] = {}
+        if self.training:
+            self._setup_training()
+        self.ckpt = CheckpointManager(self.path_output, cfg.keep_last_ckpts, self.dist.rank, D.barrier)
+        self.ckpt.remove_stale()
+        if state is not None:
+            assert resume_dir is not None
+            self._load_state(resume_dir, state)
+        else:
+            seed_everything(_derived_seed(cfg.seed, self.dist.rank))
+
+    # ---- set-up
+
+    def _setup_training(self) -> None:
+        cfg = self.cfg
+        self.schedule = StreamSchedule(
+            self.streams,
+            cfg.seed,
+            self.dist.world_size,
+            self.dist.rank,
+            cfg.task_sampling,
+            cfg.grad_accum,
+            cfg.steps_per_epoch,
+        )
+        self.cursors = [StreamCursor() for _ in self.streams]
+        self.total_steps = self.schedule.steps_per_epoch * cfg.size_epoch
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.warmup_ratio)
+        self.scaler = None
+        step_module = _StepModule(self.model)
+        if self.use_deepspeed:
+            self.engine = self._init_deepspeed(step_module)
+            self.wrapped: nn.Module = self.engine
+        elif self.dist.world_size > 1:
+            self.wrapped = nn.parallel.DistributedDataParallel(
+                step_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters,
+            )
+        else:
+            self.wrapped = step_module
+        if self.dtype == torch.float16 and not self.use_deepspeed:
+            self.scaler = torch.amp.GradScaler("cuda")
+        self.fetcher = _BatchFetcher(self.streams, cfg.seed, self.dist.rank)
+
+    def _init_deepspeed(self, step_module: nn.Module) -> Any:
+        os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.device.type == "cuda" else "cpu")
+        import logging as std_logging
+
+        import deepspeed
+
+        std_logging.getLogger("DeepSpeed").setLevel(std_logging.WARNING)
+        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+        ds_cfg = deepspeed_config(self.cfg, self.streams[0].batch_size, self.dtype)
+        self.log.info(f"DeepSpeed config: {ds_cfg}")
+        engine, _, _, _ = deepspeed.initialize(
+            model=step_module, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds_cfg
+        )
+        self._ds_can_skip = bool(
+            ds_cfg.get("bf16", {}).get("enabled") or ds_cfg.get("fp16", {}).get("enabled")
+        )
+        return engine
+
+    # ---- state
+
+    def _read_state(self, folder: Path) -> dict[str, Any]:
+        return torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+
+    def _trainer_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "epoch": self.epoch,
+            "micro_in_epoch": self.micro_in_epoch,
+            "global_step": self.global_step,
+            "cursors": [(c.epoch, c.batch) for c in self.cursors],
+            "nonfinite_total": self.nonfinite_total,
+            "last_metrics": self.last_metrics,
+            "world_size": self.dist.world_size,
+            "streams": [s.name for s in self.streams],
+            "deepspeed": self.use_deepspeed,
+            "config": self.cfg.to_dict(),
+        }
+        if not self.use_deepspeed:
+            state["model"] = self.model.state_dict()
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict()
+            state["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
+        return state
+
+    def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
+        self.log.info(f"resuming from {folder} (step {state['global_step']}, epoch {state['epoch']})")
+        if not self.training:
+            self.model.load_state_dict(self._model_weights(folder, state))
+            self.epoch, self.global_step = state["epoch"], state["global_step"]
+            self.last_metrics = dict(state["last_metrics"])
+            return
+        if state["streams"] != [s.name for s in self.streams]:
+            raise ValueError(
+                f"{folder} was written with streams {state['streams']}, this run has "
+                f"{[s.name for s in self.streams]}; resume with the same tasks"
+            )
+        if state["deepspeed"] != self.use_deepspeed:
+            raise ValueError(
+                f"{folder} was written with deepspeed={state['deepspeed']}; resume with the same "
+                f"--deepspeed setting"
+            )
+        changed = sorted(
+            k for k, v in state["config"].items() if k not in _RUN_CONTROL_KEYS and self.cfg[k] != v
+        )
+        if changed:
+            self.log.warning(
+                f"config differs from the checkpoint's in {changed}; the optimizer and the lr "
+                f"schedule continue as saved"
+            )
+        if state["world_size"] != self.dist.world_size:
+            if self.use_deepspeed:
+                raise ValueError(
+                    f"{folder} holds ZeRO optimizer shards for {state['world_size']} ranks; "
+                    f"DeepSpeed cannot resume on {self.dist.world_size} ranks"
+                )
+            self.log.warning(
+                f"resuming a {state['world_size']}-rank checkpoint on {self.dist.world_size} "
+                f"ranks: the rest of this epoch sees a different data order"
+            )
+        if self.use_deepspeed:
+            self.engine.load_checkpoint(
+                str(folder), tag="ds", load_optimizer_states=True, load_lr_scheduler_states=True
+            )
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state["scaler"] is not None:
+                self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.micro_in_epoch = state["epoch"], state["micro_in_epoch"]
+        self.global_step = state["global_step"]
+        self.cursors = [StreamCursor(e, b) for e, b in state["cursors"]]
+        self.nonfinite_total = state["nonfinite_total"]
+        self.last_metrics = dict(state["last_metrics"])
+        rng_file = folder / f"rng_rank{self.dist.rank}.pt"
+        if rng_file.is_file():
+            restore_rng_state(torch.load(rng_file, weights_only=True))
+        else:
+            self.log.warning(f"{rng_file} missing: random streams restart from the seed")
+            seed_everything(_derived_seed(self.cfg.seed, self.dist.rank, self.global_step))
+
+    def _model_weights(self, folder: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if "model" in state:
+            return state["model"]
+        module = torch.load(
+            folder / "ds" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
+        )["module"]
+        return {k.removeprefix("model."): v for k, v in module.items()}  # load_state_dict casts dtypes
+
+    def save_checkpoint(self) -> Path:
+        """Write a resumable checkpoint of the current position (all ranks must call this)."""
+        rank = self.dist.rank
+
+        def write(tmp: Path) -> None:
+            if self.use_deepspeed:
+                self.engine.save_checkpoint(str(tmp), tag="ds", save_latest=False)
+            atomic_torch_save(capture_rng_state(), tmp / f"rng_rank{rank}.pt")
+            if self.dist.is_main:
+                atomic_torch_save(self._trainer_state(), tmp / "trainer_state.pt")
+                self.cfg.save(tmp)
+
+        path = self.ckpt.save(self.global_step, write)
+        self.log.info(f"checkpoint {path}")
+        return path
+
+    def save_model(self, name: str) -> Path | None:
+        """Inference weights into path_output/name via save_model_fn (+ args.json), rank 0."""
+        if not self.dist.is_main:
+            return None
+        return save_model_dir(self.model, self.path_output / name, self.save_model_fn, self.cfg.save)
+
+    # ---- eval
+
+    def evaluate(self) -> dict[str, float]:
+        """Run evaluate_fn on every rank (eval mode, no grad, autocast) and log its metrics from rank 0."""
+        if self.evaluate_fn is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            metrics = {k: float(v) for k, v in self.evaluate_fn(self.model, self.epoch).items()}
+        self.model.train(was_training)
+        self.last_metrics = metrics
+        self.log.log({"kind": "eval", "epoch": self.epoch, "step": self.global_step, **metrics})
+        self.log.info(
+            f"eval epoch {self.epoch} step {self.global_step}: "
+            + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        )
+        return metrics
+
+    # ---- loop
+
+    def fit(self) -> dict[str, float]:
+        """Train for cfg.size_epoch epochs (continuing a resumed run); returns the final metrics.
+
+        The logs stay open afterwards (callers may add records with `trainer.log.log`); `close()` ends them.
+        """
+        if not self.training:
+            self.evaluate()
+            return self._summary()
+        if self.cfg.eval_before_train and self.global_step == 0 and self.micro_in_epoch == 0:
+            self.evaluate()
+        while self.epoch < self.cfg.size_epoch:
+            self._train_epoch()
+        if self.dist.is_main:
+            self.save_model("model")
+        D.barrier()
+        return self._summary()
+
+    def close(self) -> None:
+        """Close log.jsonl, stdout.txt and the TensorBoard writer."""
+        self.log.close()
+
+    def _summary(self) -> dict[str, float]:
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "nonfinite_steps": self.nonfinite_total,
+            **self.last_metrics,
+        }
+
+    def _loader(self, plan: np.ndarray) -> DataLoader:
+        workers = self.cfg.n_workers
+        return DataLoader(
+            self.fetcher,
+            sampler=_PlanSampler(self.schedule, plan),
+            batch_size=None,
+            collate_fn=_unpack,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init if workers else None,
+            generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global torch RNG untouched
+        )
+
+    def _train_epoch(self) -> None:
+        cfg, accum = self.cfg, self.cfg.grad_accum
+        plan, end_cursors = self.schedule.epoch_plan(self.epoch, self.cursors)
+        steps = self.schedule.steps_per_epoch
+        self.wrapped.train()
+        window = _Window()
+        micro: list[_Micro] = []
+        batches = self._loader(plan[self.micro_in_epoch :])
+        bar = self.log.progress(
+            batches,
+            total=len(plan),
+            initial=self.micro_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{cfg.size_epoch}",
+        )
+        for ref, batch in bar:
+            self.micro_in_epoch += 1
+            boundary = self.micro_in_epoch % accum == 0
+            micro.append(self._forward_backward(ref, batch, sync=boundary))
+            if not boundary:
+                continue
+            grad_norm = self._optimizer_step(micro)
+            self.global_step += 1
+            if grad_norm is not None:
+                self._add_to_window(window, micro, grad_norm)
+            micro.clear()
+            last = self.micro_in_epoch // accum == steps
+            checkpoint_now = cfg.save_every_steps > 0 and self.global_step % cfg.save_every_steps == 0
+            if last or checkpoint_now or self.global_step % max(1, cfg.logging_steps) == 0:
+                self._flush_window(window)
+                window = _Window()
+            if checkpoint_now and not last:
+                self.save_checkpoint()
+        self.cursors = end_cursors
+        self.epoch += 1
+        self.micro_in_epoch = 0
+        if (cfg.eval_every > 0 and self.epoch % cfg.eval_every == 0) or self.epoch == cfg.size_epoch:
+            self.evaluate()
+        if cfg.save_model_every_epoch:
+            self.save_model(f"model_epoch{self.epoch:03d}")
+        self.save_checkpoint()
+
+    def _forward_backward(self, ref: BatchRef, batch: Any, sync: bool) -> _Micro:
+        stream = self.streams[ref.stream]
+        ids = batch.get("ids") if isinstance(batch, Mapping) else None
+        batch = D.move_to_device(batch, self.device, non_blocking=self.device.type == "cuda")
+        no_sync = isinstance(self.wrapped, nn.parallel.DistributedDataParallel) and not sync
+        with self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
+            with autocast(self.device, self.dtype):
+                out = self._call_step(stream, batch)
+            if not isinstance(out, Mapping) or not isinstance(out.get("loss"), torch.Tensor):
+                raise TypeError(f"stream {stream.name!r}: step_fn must return a dict with a 'loss' tensor")
+            loss = out["loss"]
+            if self.use_deepspeed:
+                self.engine.backward(loss)
+            else:
+                scaled = loss.float() / self.cfg.grad_accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if self.use_deepspeed and not sync:
+            self.engine.step()
+        extras = {
+            k: v.detach().float().reshape(())
+            for k, v in out.items()
+            if k != "loss" and isinstance(v, torch.Tensor) and v.numel() == 1
+        }
+        return _Micro(stream.name, ids, loss.detach().float().reshape(()), extras)
+
+    def _call_step(self, stream: TrainStream, batch: Any) -> Mapping[str, torch.Tensor]:
+        try:
+            return self.wrapped(stream.step_fn, batch)
+        except RuntimeError as e:
+            if "find_unused_parameters" not in str(e):
+                raise
+            raise RuntimeError(
+                f"stream {stream.name!r}: some model parameters get no gradient in a step (e.g. a head that "
+                f"only another task uses); run with --find_unused_parameters true"
+            ) from e
+
+    def _optimizer_step(self, micro: list[_Micro]) -> float | None:
+        """Step (or skip) after an accumulation; returns the grad norm (nan if unknown), None if skipped.
+
+        Non-DeepSpeed: all ranks agree on skipping through one all-reduce of a "non-finite loss" flag; the
+        gradient norm is the same on every rank (gradients are already averaged).
+        """
+        self._step_lrs = self._current_lrs()  # the lr this step uses (logged), before the scheduler moves
+        local_bad = torch.stack([~torch.isfinite(m.loss) for m in micro]).any()
+        any_bad = bool(D.all_reduce_tensor(local_bad.to(torch.int32), "max").item())
+        if self.use_deepspeed:
+            if any_bad and not self._ds_can_skip:
+                self._report_nonfinite(micro, "loss", abort=True)
+            self.engine.step()
+            if not self.engine.was_step_applied():
+                self._report_nonfinite(micro, "loss" if any_bad else "gradient")
+                return None
+            norm = self.engine.get_global_grad_norm()
+            self.nonfinite_recent.clear()
+            return float(norm) if norm is not None else math.nan
+        if any_bad:
+            return self._skip_step(micro, "loss")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        total = nn.utils.get_total_norm([p.grad for p in params])  # logged, and checked even without clipping
+        norm = float(total)
+        if not math.isfinite(norm) and self.scaler is None:
+            return self._skip_step(micro, "gradient")
+        if self.cfg.max_grad_norm > 0:
+            nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, total)
+        if self.scaler is not None:
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            applied = self.scaler.get_scale() >= scale
+        else:
+            self.optimizer.step()
+            applied = True
+        self.optimizer.zero_grad(set_to_none=True)
+        if not applied:  # fp16 overflow: GradScaler skipped the step and lowered the scale
+            self._report_nonfinite(micro, "fp16 gradient overflow")
+            return None
+        self.scheduler.step()
+        self.nonfinite_recent.clear()
+        return norm
+
+    def _skip_step(self, micro: list, what: str) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._report_nonfinite(micro, what)
+        return None
+
+    def _report_nonfinite(self, micro: list[_Micro], what: str, abort: bool = False) -> None:
+        """Count, log (with the offending batch ids of every rank), abort after max_nan_steps in a row."""
+        local = [(m.stream, m.ids) for m in micro if what != "loss" or not torch.isfinite(m.loss)]
+        offenders = [x for part in D.all_gather_object(local) for x in part]
+        self.nonfinite_total += 1
+        self.nonfinite_recent.append({"step": self.global_step + 1, "batches": offenders})
+        consecutive = len(self.nonfinite_recent)
+        record = {
+            "kind": "nonfinite",
+            "step": self.global_step + 1,
+            "epoch": self.epoch,
+            "what": what,
+            "stream": "+".join(sorted({n for n, _ in offenders})),
+            "ids": [i for _, i in offenders],
+            "consecutive": consecutive,
+            "total": self.nonfinite_total,
+        }
+        self.log.log(record)
+        self.log.warning(
+            f"step {self.global_step + 1}: non-finite {what}, step skipped "
+            f"({consecutive} in a row, {self.nonfinite_total} in total); batches {offenders}"
+        )
+        if abort or consecutive >= self.cfg.max_nan_steps:
+            reason = (
+                "DeepSpeed in fp32 cannot skip a step (use --precision bf16)"
+                if abort
+                else f"{consecutive} steps in a row (max_nan_steps={self.cfg.max_nan_steps})"
+            )
+            history = "; ".join(
+                f"step {r['step']}: " + ", ".join(f"{n} ids={i}" for n, i in r["batches"])
+                for r in self.nonfinite_recent
+            )
+            raise NonFiniteLossError(f"non-finite {what}: {reason}. Offending batches - {history}")
+
+    def _add_to_window(self, window: _Window, micro: list[_Micro], grad_norm: float) -> None:
+        prefixed = len(self.streams) > 1
+        for m in micro:
+            window.add("loss", m.loss)
+            if prefixed:
+                window.add(f"loss/{m.stream}", m.loss)
+            for key, value in m.extras.items():
+                window.add(f"{m.stream}/{key}" if prefixed else key, value)
+            if m.stream not in window.streams:
+                window.streams.append(m.stream)
+        if not math.isnan(grad_norm):
+            window.add("grad_norm", torch.tensor(grad_norm, device=self.device))
+        window.steps += 1
+
+    def _flush_window(self, window: _Window) -> None:
+        """All-reduce the window's means and log one "train" record (every rank takes part)."""
+        if window.steps == 0:
+            return
+        keys = sorted(window.sums)
+        means = torch.stack([window.sums[k] / window.counts[k] for k in keys]).double()
+        means = D.all_reduce_tensor(means, "mean").tolist()
+        record: dict[str, Any] = {
+            "kind": "train",
+            "step": self.global_step,
+            "epoch": self.epoch,
+            "stream": "+".join(window.streams),
+            **self._step_lrs,
+        }
+        record.update(zip(keys, means))
+        record["sec_per_step"] = (time.perf_counter() - window.started) / window.steps
+        record["nonfinite_steps"] = self.nonfinite_total
+        self.log.log(record)
+        self.log.info(
+            f"step {self.global_step} epoch {self.epoch} loss {record['loss']:.5g} lr {record['lr']:.3g}"
+        )
+
+    def _current_lrs(self) -> dict[str, float]:
+        """lr of the non-Swin parameters, and lr_swin when the model has Swin ('swin.') parameters."""
+        by_name = {g.get("name", ""): g["lr"] for g in self.optimizer.param_groups}
+        rest = [by_name[k] for k in ("decay", "no_decay") if k in by_name]
+        swin = [by_name[k] for k in ("swin_decay", "swin_no_decay") if k in by_name]
+        out = {"lr": rest[0] if rest else swin[0]}
+        if swin:
+            out["lr_swin"] = swin[0]
+        return out
