@@ -172,6 +172,11 @@ class Task:
         """The stream of training batches (None: this task is evaluation-only)."""
         return None
 
+    def train_streams(self) -> list[TrainStream]:
+        """Every training stream of the task (pretraining has one per dataset)."""
+        stream = self.train_stream()
+        return [] if stream is None else [stream]
+
     def eval_splits(self) -> list[str]:
         """Splits to evaluate (val/test present in the annotation file)."""
         return []

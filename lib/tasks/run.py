@@ -103,7 +103,7 @@ def run(family: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     tokenizer = load_tokenizer(cfg.txt_backbone)
     model = build_model(cfg, tokenizer)
     tasks = build_tasks(cfg, tokenizer)
-    streams = [s for s in (t.train_stream() for t in tasks) if s is not None]
+    streams = [s for t in tasks for s in t.train_streams()]
     eval_splits = ["val"] if any("val" in t.eval_splits() for t in tasks) else None
     trainer = Trainer(
         cfg,
