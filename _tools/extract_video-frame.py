@@ -1,0 +1,94 @@
+"""Extract K evenly spaced frames per video into a frame TSV (+ .lineidx), as the reference tool did.
+
+    python _tools/extract_video-frame.py --path VIDEOS_DIR_OR_LIST --sample 5 --output _datasets/img_msrvtt
+
+Writes PREFIX.tsv/.lineidx (rows: id, K base64 JPEGs), PREFIX.failed.jsonl, PREFIX.videos.jsonl and
+PREFIX.json (see lib/data/extract.py). Re-running the same command resumes. Exit status: 0 when every video
+was extracted (or already was), 1 when some failed (the others are written), 2 on a usage error or when no
+video was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.data.extract import VIDEO_SUFFIXES, extract_videos, list_videos
+from lib.data.video import JPEG_QUALITY
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--path",
+        required=True,
+        help=f"folder of videos (top-level files ending in {' '.join(sorted(VIDEO_SUFFIXES))}) "
+        "or a text file listing video paths, one per line",
+    )
+    parser.add_argument("--sample", required=True, type=positive_int, help="frames per video (K)")
+    parser.add_argument(
+        "--output", required=True, help="output prefix: writes PREFIX.tsv, PREFIX.lineidx, ..."
+    )
+    parser.add_argument("--workers", type=positive_int, default=1, help="decoding processes (default 1)")
+    parser.add_argument(
+        "--size_short",
+        type=positive_int,
+        default=None,
+        help="downscale frames so the shorter side is this many pixels (default: keep)",
+    )
+    parser.add_argument(
+        "--quality",
+        type=positive_int,
+        default=JPEG_QUALITY,
+        help=f"JPEG quality 1-100 (default {JPEG_QUALITY}, the reference's)",
+    )
+    parser.add_argument(
+        "--ordered",
+        action="store_true",
+        help="write rows in input order (deterministic) instead of completion order",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if not list_videos(args.path):
+            print(f"error: no videos found in {args.path}", file=sys.stderr)
+            return 2
+        summary = extract_videos(
+            args.path,
+            args.sample,
+            args.output,
+            workers=args.workers,
+            size_short=args.size_short,
+            quality=args.quality,
+            ordered=args.ordered,
+            progress=not args.quiet,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = summary["counts"]
+    print(
+        f"{summary['outputs']['tsv']}: {summary['rows']} rows; this run: {counts['ok']} extracted, "
+        f"{counts['skipped']} already done, {counts['failed']} failed, {counts['too_short']} too short"
+    )
+    for failure in summary["failures"]:
+        print(f"  failed: {failure['path']}: {failure['reason']}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Extract K frames per video into a frame TSV: the reference ``_tools/extract_video-frame.py``, made robust.
+
+For every input video, :func:`lib.data.video.read_frames` picks the reference's frames (``int(N*(i+1))``,
+``N = n_decoded_frames/(K+1)``) and :func:`lib.data.video.encode_jpeg` stores them as the reference did (PIL
+JPEG quality 75, base64). Outputs beside ``PREFIX``:
+
+* ``PREFIX.tsv`` + ``PREFIX.lineidx``: one row per video, ``id \\t b64_1 … b64_K`` (the reference layout;
+  id = file stem), streamed through :class:`lib.data.tsv.TSVWriter` as videos finish, so a kill loses at most
+  the rows in flight and never leaves a torn row; the final names appear when the run completes.
+* ``PREFIX.failed.jsonl``: one ``{"path", "id", "reason"}`` per video of this run that could not be read
+  (corrupt, truncated, zero bytes, not a video, audio only, duplicate id). A failure never stops the run.
+* ``PREFIX.videos.jsonl``: an append-only journal, one line per processed video (``id, path, status,
+  n_frames, indices, flags, reason``), so too-short flags and frame counts survive a kill.
+* ``PREFIX.json``: settings (tool version, K, frame rule, JPEG quality, size_short), counts (ok, failed,
+  skipped, too_short), the too-short ids and the failures; written atomically, ``"status": "running"`` from
+  the start and ``"complete"`` at the end.
+
+Re-running with the same ``PREFIX`` resumes: ids already in the table (finished or in progress) are skipped,
+everything else (including earlier failures) is tried again. Resuming with other settings is refused.
+
+``workers=1`` decodes in this process. With more, worker processes come from a fork server and a video that
+kills its worker (a decoder segfault) is isolated and recorded as failed while the run goes on; with one
+worker such a crash ends the run, and re-running resumes up to that video.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from lib.data.tsv import INPROGRESS_SUFFIX, TSVWriter, split_tsv_path, write_bytes_atomic
+from lib.data.video import JPEG_QUALITY, VideoDecodeError, encode_jpeg, read_frames
+
+EXTRACTOR_VERSION = "1.0"
+VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".flv"})
+FRAME_RULE = (
+    "indices int(N*(i+1)), N = n_decoded_frames/(K+1), i = 0..K-1 (reference extract_video-frame.py); "
+    "fewer decoded frames than K: same formula, indices repeat, flagged too_short"
+)
+# settings that must match for a run to continue an existing table
+RESUME_SETTINGS = ("version", "k", "frame_rule", "jpeg_quality", "size_short")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def list_videos(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The videos to extract, in row order.
+
+    ``source`` is a folder (its top-level files with a suffix in :data:`VIDEO_SUFFIXES`, sorted by name), a
+    text file listing one path per line (blank lines and ``#`` comments skipped; relative paths are taken
+    from the list file's folder; order kept), or a sequence of paths (order kept).
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return [Path(p) for p in source]
+    source = Path(source)
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if source.is_file():
+        lines = source.read_text(encoding="utf-8").splitlines()
+        paths = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return [p if p.is_absolute() else source.parent / p for p in map(Path, paths)]
+    raise FileNotFoundError(f"{source}: no such folder or list file")
+
+
+def video_id(path: Path) -> str:
+    """A video's id (TSV column 0): its file stem, as the reference's id → row maps use."""
+    return path.stem
+
+
+# ------------------------------------------------------------------------------------------------ one video
+
+
+@dataclass
+class Outcome:
+    """What became of one video; ``columns`` (the base64 JPEGs) only when ``status == "ok"``."""
+
+    id: str
+    path: str
+    status: str  # "ok" | "failed"
+    n_frames: int = 0
+    indices: list[int] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    reason: str = ""
+    columns: list[bytes] = field(default_factory=list)
+
+    def journal_line(self) -> bytes:
+        record = {k: v for k, v in asdict(self).items() if k != "columns"}
+        return json.dumps(record).encode() + b"\n"
+
+
+def extract_one(path: str, k: int, size_short: int | None, quality: int) -> Outcome:
+    """Read and encode one video; any failure becomes an ``Outcome`` with a reason instead of an exception."""
+    vid = video_id(Path(path))
+    try:
+        video = read_frames(path, k)
+        columns = [encode_jpeg(frame, quality=quality, size_short=size_short) for frame in video.frames]
+    except VideoDecodeError as e:
+        return Outcome(vid, path, "failed", reason=e.reason)
+    except Exception as e:  # noqa: BLE001 - a decoder surprise on one file must not stop the run
+        return Outcome(vid, path, "failed", reason=f"unexpected {type(e).__name__}: {e}")
+    return Outcome(vid, path, "ok", video.n_frames, video.indices, video.flags, columns=columns)
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    prefix: Path
+    tsv: Path
+    lineidx: Path
+    summary: Path
+    failed: Path
+    journal: Path
+
+    @classmethod
+    def of(cls, prefix: str | os.PathLike) -> OutputPaths:
+        tsv, lineidx = split_tsv_path(prefix)
+        stem = Path(str(tsv)[: -len(".tsv")])
+        return cls(
+            stem,
+            tsv,
+            lineidx,
+            Path(f"{stem}.json"),
+            Path(f"{stem}.failed.jsonl"),
+            Path(f"{stem}.videos.jsonl"),
+        )
+
+    def has_rows(self) -> bool:
+        return self.tsv.exists() or Path(str(self.tsv) + INPROGRESS_SUFFIX).exists()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def _check_resumable(out: OutputPaths, settings: dict[str, Any]) -> None:
+    """Refuse to append to a table made with other settings (or by something else)."""
+    if not out.has_rows():
+        return
+    fix = f"delete {out.prefix}.* or choose another output prefix"
+    try:
+        previous = json.loads(out.summary.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise ValueError(
+            f"{out.tsv} exists but {out.summary} is missing or unreadable, so it cannot be "
+            f"resumed safely; {fix}"
+        ) from None
+    differ = [key for key in RESUME_SETTINGS if previous.get(key) != settings[key]]
+    if differ:
+        was = ", ".join(f"{key}={previous.get(key)!r}" for key in differ)
+        raise ValueError(
+            f"{out.tsv} was extracted with {was}; this run asks for "
+            f"{', '.join(f'{key}={settings[key]!r}' for key in differ)}; {fix}"
+        )
+
+
+def _read_journal(path: Path) -> dict[str, dict]:
+    """Latest journal record per id (a line torn by a kill is ignored)."""
+    records: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_bytes().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            records[record["id"]] = record
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Worker processes come from a fork server, never from a plain fork of this process: a fork taken while
+    one of its threads (FFmpeg's, tqdm's) holds a lock deadlocks the child."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["lib.data.extract"])
+    return context
+
+
+def _outcomes(
+    jobs: Sequence[str], worker: Callable[[str], Outcome], workers: int, ordered: bool
+) -> Iterator[Outcome]:
+    """``worker(job)`` for every job: in this process for one worker, else in a pool of ``workers`` processes
+    (results in job order when ``ordered``). A job that kills its worker process (a decoder crash) cannot stop
+    the run: the jobs in flight when the pool broke are retried one at a time in a process of their own, and
+    the one that kills that too becomes a failed ``Outcome``."""
+    if workers <= 1:
+        yield from map(worker, jobs)
+        return
+    pending = deque(jobs)
+    while pending:
+        in_flight = yield from _pooled(pending, worker, workers, ordered)
+        for job in in_flight:
+            yield _alone(job, worker)
+
+
+def _pooled(pending: deque[str], worker, workers: int, ordered: bool) -> Generator[Outcome, None, list[str]]:
+    """Run jobs from ``pending`` with at most ``2 * workers`` in flight; return the in-flight jobs if the pool
+    breaks (a worker process died), else an empty list once ``pending`` is empty."""
+    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        in_flight: dict[Future, str] = {}
+        while pending or in_flight:
+            try:
+                while pending and len(in_flight) < 2 * workers:
+                    future = pool.submit(worker, pending[0])
+                    in_flight[future] = pending.popleft()
+            except BrokenProcessPool:  # a worker died since the last result
+                return list(in_flight.values())
+            if ordered:
+                done = [next(iter(in_flight))]  # the oldest job (dicts keep submission order)
+            else:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    return list(in_flight.values())
+                del in_flight[future]
+                yield outcome
+    return []
+
+
+def _alone(job: str, worker) -> Outcome:
+    with ProcessPoolExecutor(1, mp_context=_pool_context()) as pool:
+        try:
+            return pool.submit(worker, job).result()
+        except BrokenProcessPool:
+            return Outcome(
+                video_id(Path(job)), job, "failed", reason="the decoding process died on this file"
+            )
+
+
+def extract_videos(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    k: int,
+    output_prefix: str | os.PathLike,
+    workers: int = 1,
+    size_short: int | None = None,
+    quality: int = JPEG_QUALITY,
+    ordered: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Extract ``k`` frames from every video of ``paths`` (see :func:`list_videos`) into ``output_prefix``.
+
+    ``workers`` processes decode in parallel; rows are written as videos finish, in input order when
+    ``ordered`` (deterministic), else in completion order. Returns the summary also written to
+    ``PREFIX.json``.
+    """
+    if k < 1:
+        raise ValueError(f"k (frames per video) must be >= 1, got {k}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    if size_short is not None and size_short < 1:
+        raise ValueError(f"size_short must be a positive number of pixels, got {size_short}")
+    started = time.time()
+    out = OutputPaths.of(output_prefix)
+    settings = {
+        "tool": "lib.data.extract",
+        "version": EXTRACTOR_VERSION,
+        "k": k,
+        "frame_rule": FRAME_RULE,
+        "jpeg_encoder": "PIL",
+        "jpeg_quality": quality,
+        "size_short": size_short,
+        "layout": "id \\t base64 JPEG x K",
+        "workers": workers,
+    }
+    _check_resumable(out, settings)
+    videos = list_videos(paths)
+    resuming = out.has_rows()
+    journal = _read_journal(out.journal) if resuming else {}
+    out.tsv.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(out.summary, {**settings, "status": "running"})
+
+    failures: list[dict[str, str]] = []
+    too_short: list[str] = []
+    counts = {"inputs": len(videos), "ok": 0, "failed": 0, "skipped": 0, "too_short": 0}
+    with TSVWriter(out.tsv, resume=resuming) as writer, open(out.journal, "ab" if resuming else "wb") as log:
+        done = writer.keys_written()
+        jobs, first_path = [], {}
+        for path in videos:
+            vid = video_id(path)
+            if vid in first_path:
+                failures.append(
+                    {"path": str(path), "id": vid, "reason": f"duplicate id (also {first_path[vid]})"}
+                )
+                continue
+            first_path[vid] = path
+            if vid in done:
+                counts["skipped"] += 1
+                if "too_short" in journal.get(vid, {}).get("flags", []):
+                    too_short.append(vid)
+            else:
+                jobs.append(str(path))
+        worker = functools.partial(extract_one, k=k, size_short=size_short, quality=quality)
+        bar = tqdm(total=len(jobs), disable=not progress, unit="video", desc=f"extract {out.tsv.name}")
+        for outcome in _outcomes(jobs, worker, workers, ordered):
+            if outcome.status == "ok":
+                writer.write([outcome.id, *outcome.columns])
+                writer.flush()
+                counts["ok"] += 1
+                if "too_short" in outcome.flags:
+                    too_short.append(outcome.id)
+            else:
+                failures.append({"path": outcome.path, "id": outcome.id, "reason": outcome.reason})
+            log.write(outcome.journal_line())
+            log.flush()
+            bar.update()
+            bar.set_postfix(failed=len(failures), refresh=False)
+        bar.close()
+        rows = len(writer)
+
+    counts["failed"] = len(failures)
+    counts["too_short"] = len(too_short)
+    write_bytes_atomic(out.failed, b"".join(json.dumps(f).encode() + b"\n" for f in failures))
+    summary = {
+        **settings,
+        "status": "complete",
+        "counts": counts,
+        "rows": rows,
+        "too_short_ids": sorted(too_short),
+        "failures": failures,
+        "outputs": {name: str(getattr(out, name)) for name in ("tsv", "lineidx", "failed", "journal")},
+        "seconds": round(time.time() - started, 3),
+    }
+    _write_json(out.summary, summary)
+    return summary
