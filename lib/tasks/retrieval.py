@@ -141,7 +141,7 @@ class RetrievalTask(Task):
         step = max(1, self.cfg.eval_pair_batch)
         for start in range(0, len(out), step):
             t, v = flat_t[start : start + step], flat_v[start : start + step]
-            hidden = model.fuse(feats[v], masks[v], emb[t], tmask[t], attn="full")
+            hidden = model.fuse(feats[v], masks[v], emb[t], tmask[t], attn="full", task=layout.task)
             h = hidden[torch.arange(len(t), device=device), pos[t]]
             logits = model.mlm_logits(h)
             out[start : start + len(t)] = score(logits.float(), self.true_id, self.false_id).cpu()

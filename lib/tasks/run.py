@@ -17,6 +17,7 @@ import torch
 
 from lib.data.annotations import write_json_atomic
 from lib.engine import distributed as D
+from lib.engine.checkpointing import seed_everything
 from lib.engine.config import Config, ConfigError, load_config
 from lib.engine.trainer import Trainer, autocast
 from lib.tasks.common import Task, load_tokenizer
@@ -101,6 +102,7 @@ def run(family: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     if cfg.type != family:
         raise ConfigError(f"this entry point runs type {family!r}, but the config says type {cfg.type!r}")
     tokenizer = load_tokenizer(cfg.txt_backbone)
+    seed_everything(cfg.seed)  # every rank builds identical random parts
     model = build_model(cfg, tokenizer)
     tasks = build_tasks(cfg, tokenizer)
     streams = [s for t in tasks for s in t.train_streams()]

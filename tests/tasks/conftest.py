@@ -40,5 +40,6 @@ def tiny_args(demo_data, minilm_dir, tmp_path) -> list[str]:
         "--lr", "1e-4",
         "--logging_steps", "1",
         "--tensorboard", "false",
+        "--save_model_every_epoch", "false",
         "--path_output", str(tmp_path / "out"),
     ]  # fmt: skip

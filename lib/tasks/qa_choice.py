@@ -1,0 +1,114 @@
+"""Multiple-choice video QA as masked-token prediction (reference main_qamc_mlm.py / main_retmc_mlm.py).
+
+``mc_style`` picks the layout:
+
+* "sequence" (TGIF-Action/Transition): question and every option in ONE sequence
+  (:func:`lib.model.layouts.multiple_choice`), the correct option's digit at the [MASK]. Training:
+  cross-entropy over the full vocabulary. Evaluation: arg-max of the logits restricted to the digits
+  "0".."O-1" (``tf_score: ratio`` divides them by their sum first, as the reference did).
+* "retrieval" (MSRVTT-MC, LSMDC-MC): every option is its own ``question option [MASK]`` sequence
+  (:func:`layouts.retrieval_mc`), "true"/"false" at its [MASK]. Training: cross-entropy over the full
+  vocabulary at each option's [MASK]. Evaluation: arg-max over options of p(true) (the 2-way softmax,
+  :func:`layouts.true_false_prob`; ``tf_score: ratio`` = the reference's raw-logit ratio).
+* "auto" (default): "retrieval" when the file's first question is empty, else "sequence".
+
+Each video is encoded once per batch and its tokens repeated over its options. Accuracy is over the full
+official test size (``size_test`` on the test split; skipped items count as wrong); every item is
+evaluated on exactly one rank.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lib.data.datasets import stack_clips
+from lib.engine.config import Config
+from lib.metrics.qa import mc_accuracy
+from lib.model import layouts
+from lib.tasks.common import expand_video
+from lib.tasks.qa_open import AnnotatedTask, masked_labels, masked_logits
+
+
+class ChoiceTask(AnnotatedTask):
+    family = "qamc"
+    kind = "qa_choice"
+
+    def __init__(self, cfg: Config, tokenizer, name: str | None = None):
+        super().__init__(cfg, tokenizer, name)
+        style = cfg.mc_style
+        if style == "auto":
+            first = self.first_record()
+            style = "retrieval" if first is not None and not first.question.strip() else "sequence"
+        self.style = style
+        self.tf_score = cfg.tf_score
+        self.n_options = cfg.size_option
+        self.digit_ids = layouts.choice_ids(tokenizer, self.n_options)
+        self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
+
+    def annotation_options(self) -> dict[str, Any]:
+        return {"n_options": self.cfg.size_option}
+
+    def layout(self, records: list, answers: list[int] | None = None) -> layouts.Layout:
+        """One row per question ("sequence") or per (question, option), row-major ("retrieval")."""
+        build = layouts.multiple_choice if self.style == "sequence" else layouts.retrieval_mc
+        questions = [r.question for r in records]
+        return build(self.tok, questions, [list(r.options) for r in records], self.cfg.size_txt, answers)
+
+    def option_logits(self, model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout):
+        """(rows, V) logits at each row's [MASK]; the video repeated over the options in "retrieval" style."""
+        if self.style == "retrieval":
+            rows = torch.arange(feat.shape[0], device=feat.device).repeat_interleave(self.n_options)
+            feat, mask = expand_video(feat, mask, rows)
+        return masked_logits(model, feat, mask, layout)[:, 0]
+
+    def option_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, O) score of every option from the (rows, V) logits."""
+        if self.style == "sequence":
+            digits = logits[:, self.digit_ids]
+            return digits / digits.sum(dim=-1, keepdim=True) if self.tf_score == "ratio" else digits
+        score = layouts.true_false_ratio if self.tf_score == "ratio" else layouts.true_false_prob
+        return score(logits, self.true_id, self.false_id).view(-1, self.n_options)
+
+    # ---- training
+
+    def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        records = [item["record"] for item in items]
+        answers = [r.answer for r in records]
+        return {
+            "video": stack_clips(items),
+            "layout": self.layout(records, answers),
+            "answer": torch.tensor(answers),
+            "ids": [item["id"] for item in items],
+        }
+
+    def step(self, model, batch: dict[str, Any]) -> dict:
+        feat, mask = model.encode_video(batch["video"])
+        layout = batch["layout"]
+        logits = self.option_logits(model, feat, mask, layout)
+        labels = masked_labels(layout, logits.device)[:, 0]
+        loss = F.cross_entropy(logits, labels)
+        chosen = self.option_scores(logits.detach()).argmax(dim=-1)
+        return {"loss": loss, "acc": (chosen == batch["answer"].to(chosen.device)).float().mean()}
+
+    # ---- evaluation
+
+    def predict_batch(
+        self, model, feat: torch.Tensor, mask: torch.Tensor, records: list
+    ) -> list[torch.Tensor]:
+        return list(self.option_scores(self.option_logits(model, feat, mask, self.layout(records))).cpu())
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        records = self.ann[split]
+        scores = torch.stack(self.predict(model, split, self.predict_batch))
+        answers = [r.answer for r in records]
+        size = self.official_size(split)
+        return {
+            "acc": mc_accuracy(scores, answers, size_test=size),
+            "acc_given": mc_accuracy(scores, answers),
+            "n_items": float(len(records)),
+            "n_skipped": float(self.ann.skipped.get(split, 0)),
+            "denominator": float(max(size, len(records))),
+        }

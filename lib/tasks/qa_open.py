@@ -1,0 +1,332 @@
+"""Open-ended video QA as masked-token prediction (reference ``main_qaoe_mlm.py``), incl. fill-in-the-blank.
+
+Input: ``[CLS] question answer : [MASK] [SEP]`` (:func:`lib.model.layouts.open_qa`), or, for LSMDC-FiB style
+files whose questions carry a literal ``[MASK]`` blank, the sentence itself (:func:`layouts.fill_blank`).
+``qa_layout``: "auto" (default: fill-in-the-blank when the file's first question contains "[MASK]"),
+"open" or "fill_blank".
+
+Training: cross-entropy over the full vocabulary at the [MASK]. An answer of k wordpieces sits on k
+consecutive [MASK]s (the reference silently dropped every answer that is not ONE wordpiece): a batch is
+split by its answers' piece counts, one fusion pass per count, each video encoded once. The loss is the
+mean over questions of the mean over their pieces. Answers of more than :func:`max_answer_pieces` pieces
+are not supervised (and not candidates at evaluation).
+
+Evaluation (``qa_answer_space``):
+
+* "candidates" (default): the prediction is the best answer of the file's answer list (top-level
+  ``vocab``/``ans2label``, else every ``answer_text`` of the train split), each k-piece candidate scored by
+  its mean log-probability under a k-[MASK] layout (:func:`layouts.score_candidates`), one fusion pass per
+  piece count present in the list. Answers of several wordpieces can be predicted. Known limit: the
+  model never learns which piece count a question wants, so a one-piece candidate that is also a piece
+  of the right answer ("jeans" for "blue jeans") can outscore it.
+* "vocab" (the reference protocol): arg-max (and top-5) over the whole vocabulary at ONE [MASK]; answers
+  of several wordpieces are then always wrong (their count is reported as ``n_multi_piece``).
+
+Accuracy is over the full official test size (``size_test`` on the test split; items skipped with
+``on_bad_item: skip`` count as wrong everywhere), plus top-5 accuracy, accuracy per question type
+(``acc_type/<qtype>``) and the counts behind them. Every item is evaluated on exactly one rank.
+
+:class:`AnnotatedTask` (one annotation file + one frame store, training stream, exact-once prediction)
+is shared with :mod:`lib.tasks.qa_choice`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lib.data.annotations import AnnotationError, OpenQAItem, RecordList, load_annotations
+from lib.data.datasets import stack_clips
+from lib.engine import distributed as D
+from lib.engine.config import Config, ConfigError
+from lib.engine.trainer import TrainStream
+from lib.metrics.qa import accuracy_by_type, normalize_answer, qa_report
+from lib.model import layouts
+from lib.tasks.common import (
+    Task,
+    clip_dataset,
+    eval_batches,
+    expand_video,
+    logits_at,
+    model_device,
+    open_store,
+    txt_path,
+)
+
+logger = logging.getLogger(__name__)
+
+TOP_K = 5
+MAX_ANSWER_PIECES = 8
+BLANK = "[MASK]"
+
+
+def eval_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """An evaluation batch: each distinct video's clip once (questions of one video often sit together),
+    ``row_video`` = the clip of each item, the items' indices into their split, and their records."""
+    firsts: dict[str, dict[str, Any]] = {}
+    for item in items:
+        firsts.setdefault(item["id"], item)
+    column = {video: i for i, video in enumerate(firsts)}
+    return {
+        "video": stack_clips(list(firsts.values())),
+        "row_video": torch.tensor([column[item["id"]] for item in items]),
+        "index": [item["index"] for item in items],
+        "records": [item["record"] for item in items],
+    }
+
+
+def masked_logits(model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout) -> torch.Tensor:
+    """(B, n_masks, V) float logits at every supervised [MASK] of ``layout``."""
+    return logits_at(model, feat, mask, layout, layout.mask_index()).float()
+
+
+def masked_labels(layout: layouts.Layout, device: torch.device) -> torch.Tensor:
+    """(B, n_masks) labels at the layout's [MASK]s."""
+    return layout.labels.gather(1, layout.mask_index()).to(device)
+
+
+class AnnotatedTask(Task):
+    """A task over one annotation file (``txt_{task}.json``) of ``kind`` and one frame store.
+
+    Items whose video is not in the store (or that are malformed) raise an error naming the file, split,
+    item and key; with ``on_bad_item: skip`` they are skipped, counted per split, and counted as wrong
+    answers by :meth:`official_size`. Subclasses give ``collate_train``/``step`` and ``evaluate``.
+    """
+
+    kind = ""
+
+    def __init__(self, cfg: Config, tokenizer, name: str | None = None):
+        super().__init__(cfg, tokenizer, name)
+        self.on_bad_item = cfg.on_bad_item
+        self.store = open_store(cfg, cfg.dataset)
+        self.ann = load_annotations(
+            txt_path(cfg, cfg.task),
+            self.kind,
+            video_ids=self.store.ids(),
+            on_error=self.on_bad_item,
+            **self.annotation_options(),
+        )
+
+    def annotation_options(self) -> dict[str, Any]:
+        """Extra keyword arguments of :func:`load_annotations` for this kind."""
+        return {}
+
+    def first_record(self) -> Any | None:
+        """The first item of the file (train, then val, then test), to detect its style."""
+        return next((records[0] for records in self.ann.splits.values() if len(records)), None)
+
+    def eval_splits(self) -> list[str]:
+        return [s for s in ("val", "test") if s in self.ann.splits and len(self.ann[s])]
+
+    def official_size(self, split: str) -> int:
+        """The accuracy denominator: every item of the split in the file (skipped ones included), and at
+        least ``size_test`` on the test split (questions missing from the file count as wrong)."""
+        n = len(self.ann[split]) + self.ann.skipped.get(split, 0)
+        return max(n, self.cfg.size_test) if split == "test" else n
+
+    # ---- training
+
+    def train_stream(self) -> TrainStream | None:
+        if "train" not in self.ann.splits or not len(self.ann["train"]):
+            return None
+        dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True)
+        return TrainStream(self.name, dataset, self.collate_train, self.cfg.size_batch, self.step)
+
+    def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def step(self, model, batch: dict[str, Any]) -> dict:
+        raise NotImplementedError
+
+    # ---- evaluation
+
+    def predict(self, model, split: str, predict_batch: Callable[..., Sequence[Any]]) -> list[Any]:
+        """One result per item of ``split``, in file order, on every rank.
+
+        ``predict_batch(model, video_feat, video_mask, records) -> [result per record]`` runs on this
+        rank's share of the items (each distinct video of a batch encoded once, its tokens repeated for
+        its records); the shares are gathered so that every item is counted exactly once.
+        """
+        records = self.ann[split]
+        dataset = clip_dataset(self.cfg, self.store, records, train=False)
+        device = model_device(model)
+        local: list[tuple[int, Any]] = []
+        for batch in eval_batches(dataset, self.cfg.size_batch, eval_collate, self.cfg.n_workers):
+            feat, mask = model.encode_video(batch["video"].to(device))
+            feat, mask = expand_video(feat, mask, batch["row_video"])
+            local += zip(batch["index"], predict_batch(model, feat, mask, batch["records"]))
+        gathered = D.gather_eval(local)
+        if [i for i, _ in gathered] != list(range(len(records))):
+            raise RuntimeError(
+                f"{self.name}/{split}: evaluation gathered {len(gathered)} results for {len(records)} items "
+                "(not each item exactly once); the ranks disagree on the split"
+            )
+        return [result for _, result in gathered]
+
+
+def max_answer_pieces(size_txt: int) -> int:
+    """The longest answer (in wordpieces) trained and predicted: at most 8 and half the text length."""
+    return max(1, min(MAX_ANSWER_PIECES, size_txt // 2))
+
+
+class OpenQATask(AnnotatedTask):
+    family = "qaoe"
+    kind = "qa_open"
+
+    def __init__(self, cfg: Config, tokenizer, name: str | None = None):
+        super().__init__(cfg, tokenizer, name)
+        self.answer_space = cfg.qa_answer_space
+        self.fill_blank = self.detect_fill_blank(cfg.qa_layout)
+        if self.fill_blank:
+            self.check_blanks()
+        self.max_pieces = max_answer_pieces(cfg.size_txt)
+        self.candidates: list[str] = []
+        self.candidate_groups: dict[int, tuple[list[int], torch.Tensor]] = {}
+        if self.answer_space == "candidates":
+            self.candidates, self.candidate_groups = self.answer_candidates()
+
+    # ---- layouts
+
+    def detect_fill_blank(self, qa_layout: str) -> bool:
+        if qa_layout != "auto":
+            return qa_layout == "fill_blank"
+        first = self.first_record()
+        return first is not None and BLANK in first.question
+
+    def check_blanks(self) -> None:
+        """Each fill-in-the-blank question needs exactly one "[MASK]"; bad ones raise or are skipped."""
+        for split, records in list(self.ann.splits.items()):
+            bad = [i for i, r in enumerate(records) if r.question.count(BLANK) != 1]
+            if not bad:
+                continue
+            if self.on_bad_item == "raise":
+                n = records[bad[0]].question.count(BLANK)
+                raise AnnotationError(
+                    self.ann.path,
+                    f"has {n} '{BLANK}' blanks; a fill-in-the-blank question needs exactly one (fix the "
+                    "file, set qa_layout to 'open', or skip such items with on_bad_item 'skip')",
+                    split=split,
+                    index=bad[0],
+                    key="question",
+                )
+            drop = set(bad)
+            self.ann.splits[split] = RecordList(
+                OpenQAItem, (r for i, r in enumerate(records) if i not in drop)
+            )
+            self.ann.skipped[split] = self.ann.skipped.get(split, 0) + len(bad)
+            logger.warning(
+                "%s: skipped %d %s questions without exactly one blank", self.ann.path, len(bad), split
+            )
+
+    def layout(self, questions: list[str], n_masks: int, answers: list[str] | None = None) -> layouts.Layout:
+        build = layouts.fill_blank if self.fill_blank else layouts.open_qa
+        return build(self.tok, questions, self.cfg.size_txt, answers, n_masks=n_masks)
+
+    def piece_counts(self, texts: Sequence[str]) -> list[int]:
+        return [len(p) for p in self.tok(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+
+    def answer_candidates(self) -> tuple[list[str], dict[int, tuple[list[int], torch.Tensor]]]:
+        """The answer list (normalised, unique) and its candidates grouped by piece count."""
+        if self.ann.vocab:
+            source = self.ann.vocab
+        elif "train" in self.ann.splits and len(self.ann["train"]):
+            source = [r.answer_text for r in self.ann["train"]]
+        else:
+            raise ConfigError(
+                f"{self.ann.path}: qa_answer_space 'candidates' needs an answer list: a top-level 'vocab' or "
+                "'ans2label', or a train split; or use qa_answer_space 'vocab' (arg-max over the vocabulary)"
+            )
+        answers = [a for a in dict.fromkeys(normalize_answer(a) for a in source) if a]
+        counts = self.piece_counts(answers)
+        too_long = [a for a, k in zip(answers, counts) if k > self.max_pieces]
+        if too_long:
+            logger.warning(
+                "%s: %d answers have more than %d wordpieces and cannot be predicted, e.g. %s",
+                self.ann.path, len(too_long), self.max_pieces, too_long[:3],
+            )  # fmt: skip
+        answers = [a for a, k in zip(answers, counts) if 0 < k <= self.max_pieces]
+        if not answers:
+            raise ConfigError(
+                f"{self.ann.path}: the answer list has no answer of 1..{self.max_pieces} pieces"
+            )
+        return answers, layouts.answer_candidates(self.tok, answers).by_length()
+
+    # ---- training
+
+    def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rows grouped by their answer's piece count: ``groups`` = [(row indices, layout with k masks)]."""
+        records = [item["record"] for item in items]
+        questions = [r.question for r in records]
+        answers = [r.answer_text for r in records]
+        rows_of: dict[int, list[int]] = {}
+        for row, k in enumerate(self.piece_counts(answers)):
+            if 0 < k <= self.max_pieces:
+                rows_of.setdefault(k, []).append(row)
+        groups = [
+            (torch.tensor(rows), self.layout([questions[i] for i in rows], k, [answers[i] for i in rows]))
+            for k, rows in sorted(rows_of.items())
+        ]
+        return {"video": stack_clips(items), "groups": groups, "ids": [item["id"] for item in items]}
+
+    def step(self, model, batch: dict[str, Any]) -> dict:
+        feat, mask = model.encode_video(batch["video"])
+        losses, hits = [], []
+        for rows, layout in batch["groups"]:
+            logits = masked_logits(model, *expand_video(feat, mask, rows), layout)
+            labels = masked_labels(layout, logits.device)
+            ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+            losses.append(ce.view_as(labels).mean(dim=1))
+            hits.append((logits.argmax(-1) == labels).all(dim=1).float())
+        if not losses:  # no answer short enough: a zero loss that still touches the graph
+            return {"loss": feat.sum() * 0.0}
+        return {"loss": torch.cat(losses).mean(), "acc": torch.cat(hits).mean()}
+
+    # ---- evaluation
+
+    def predict_batch(self, model, feat: torch.Tensor, mask: torch.Tensor, records: list) -> list[list[str]]:
+        """The top-5 answers of each record, best first."""
+        questions = [r.question for r in records]
+        if self.answer_space == "vocab":
+            top = masked_logits(model, feat, mask, self.layout(questions, 1))[:, 0].topk(TOP_K, dim=-1)
+            return [self.tok.convert_ids_to_tokens(row) for row in top.indices.tolist()]
+        scores = torch.full((len(records), len(self.candidates)), float("-inf"))
+        for k, (index, pieces) in self.candidate_groups.items():
+            log_probs = masked_logits(model, feat, mask, self.layout(questions, k)).log_softmax(-1)
+            scores[:, index] = layouts.score_candidates(log_probs, pieces.to(log_probs.device)).cpu()
+        top = scores.topk(min(TOP_K, scores.shape[1]), dim=-1).indices
+        return [[self.candidates[j] for j in row] for row in top.tolist()]
+
+    def reachable(self, answers: list[str]) -> list[bool]:
+        """Whether each answer can be predicted at all in this answer space."""
+        if self.answer_space == "vocab":
+            return [k == 1 for k in self.piece_counts(answers)]
+        known = set(self.candidates)
+        return [normalize_answer(a) in known for a in answers]
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        records = self.ann[split]
+        ranked = dict(enumerate(self.predict(model, split, self.predict_batch)))
+        answers = {i: r.answer_text for i, r in enumerate(records)}
+        size = self.official_size(split)
+        report = qa_report(ranked, answers, size_test=size, k=1)
+        texts = list(answers.values())
+        metrics = {
+            "acc": report["acc"],
+            f"acc_top{TOP_K}": qa_report(ranked, answers, size_test=size, k=TOP_K)["acc"],
+            "acc_given": report["acc_given"],
+            "n_items": report["n_items"],
+            "n_skipped": float(self.ann.skipped.get(split, 0)),
+            "denominator": report["denominator"],
+            "n_multi_piece": float(sum(k > 1 for k in self.piece_counts(texts))),
+            "n_out_of_space": float(sum(not ok for ok in self.reachable(texts))),
+        }
+        types = {i: r.qtype for i, r in enumerate(records) if r.qtype is not None}
+        if types:
+            typed = {i: answers[i] for i in types}
+            by_type = accuracy_by_type(ranked, typed, types)
+            metrics.update({f"acc_type/{t}": acc for t, acc in by_type.items()})
+        return metrics

@@ -1,0 +1,131 @@
+"""Multiple-choice QA (lib.tasks.qa_choice): both styles end to end, scores, exact-once accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lib.data.annotations import AnnotationError
+from lib.engine.config import Config, load_config
+from lib.model import layouts
+from lib.tasks.common import clip_transform, logits_at
+from lib.tasks.model_io import build_model
+from lib.tasks.qa_choice import ChoiceTask
+from lib.tasks.run import run
+
+# the demo's TGIF-style options are ~10 wordpieces each: 5 options + question fit in 64
+SEQUENCE_TXT = ["--size_txt", "64"]
+
+
+def mc_config(tiny_args: list[str], task: str, *extra: str) -> Config:
+    return load_config([*tiny_args, "--type", "qamc", "--task", task, *extra])
+
+
+def eval_clips(task: ChoiceTask, n: int) -> tuple[list, torch.Tensor]:
+    """The first ``n`` test records and their evaluation clips (B, T, 3, H, W)."""
+    records = [task.ann["test"][i] for i in range(n)]
+    transform = clip_transform(task.cfg, train=False)
+    return records, torch.stack([task.store.clip(r.video, task.cfg.size_frame, transform) for r in records])
+
+
+@pytest.mark.parametrize(
+    ("task", "style", "extra"),
+    [("demo-mc", "sequence", SEQUENCE_TXT), ("demo-retmc", "retrieval", [])],
+)
+def test_entry_point_runs_both_styles(tiny_args, tmp_path, tokenizer, task, style, extra):
+    argv = [
+        *tiny_args,
+        "--type",
+        "qamc",
+        "--task",
+        task,
+        "--steps_per_epoch",
+        "1",
+        "--save_model_every_epoch",
+        "false",
+        *extra,
+    ]
+    final = run("qamc", argv)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics == pytest.approx(final)
+    prefix = f"{task}/test/"
+    assert metrics[prefix + "n_items"] == metrics[prefix + "denominator"] == 8
+    assert metrics[prefix + "acc"] in {100 * k / 8 for k in range(9)}  # k of the 8 questions right
+    assert ChoiceTask(load_config(argv), tokenizer).style == style  # mc_style "auto": empty question
+
+
+@pytest.fixture
+def model_and_tasks(tiny_args, tokenizer):
+    torch.manual_seed(0)
+    sequence = ChoiceTask(mc_config(tiny_args, "demo-mc", *SEQUENCE_TXT), tokenizer)
+    retrieval = ChoiceTask(mc_config(tiny_args, "demo-retmc"), tokenizer)
+    return build_model(sequence.cfg, tokenizer).eval(), sequence, retrieval
+
+
+def test_option_scores_match_scoring_each_option_alone(model_and_tasks, tokenizer):
+    model, sequence, retrieval = model_and_tasks
+    true_id, false_id = layouts.true_false_ids(tokenizer)
+    with torch.no_grad():
+        records, clips = eval_clips(retrieval, 3)
+        feat, mask = model.encode_video(clips)
+        scores = torch.stack(retrieval.predict_batch(model, feat, mask, records))
+        assert scores.shape == (3, 5)
+        for i, r in enumerate(records):  # each option alone, with its own copy of the video
+            for k, text in enumerate(r.options):
+                layout = layouts.vtm(tokenizer, [f"{r.question} {text}".strip()], retrieval.cfg.size_txt)
+                logits = logits_at(model, feat[i : i + 1], mask[i : i + 1], layout, layout.mask_index())
+                expected = layouts.true_false_prob(logits[0, 0], true_id, false_id)
+                assert scores[i, k].item() == pytest.approx(expected.item(), abs=1e-5)
+
+        records, _ = eval_clips(sequence, 3)  # the same videos: demo-mc and demo-retmc share them
+        scores = torch.stack(sequence.predict_batch(model, feat, mask, records))
+        layout = layouts.multiple_choice(
+            tokenizer, [r.question for r in records], [list(r.options) for r in records], 64
+        )
+        logits = model(clips, layout.ids, layout.mask)[torch.arange(3), layout.mask_pos]
+        assert torch.allclose(scores, logits[:, layouts.choice_ids(tokenizer, 5)], atol=1e-4)
+
+
+def test_training_lowers_the_loss_in_both_styles(model_and_tasks):
+    model, sequence, retrieval = model_and_tasks
+    model.enc_txt.requires_grad_(False)  # the vocabulary-sized matrices frozen: a much cheaper step
+    model.fc_mtm.predictions.decoder.weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0
+    )
+    model.train()
+    for task in (sequence, retrieval):
+        stream = task.train_stream()
+        batch = stream.collate_fn([stream.dataset[i] for i in range(4)])
+        losses = []
+        for _ in range(4):
+            out = stream.step_fn(model, batch)
+            optimizer.zero_grad()
+            out["loss"].backward()
+            optimizer.step()
+            losses.append(out["loss"].item())
+        assert losses[-1] < 0.5 * losses[0], (task.style, losses)
+
+
+def test_missing_video_error_and_size_test(tiny_args, tmp_path, demo_data, tokenizer):
+    content = json.loads((demo_data / "txt_demo-retmc.json").read_text())
+    content["test"][5]["video"] = "no_such_video"
+    path = tmp_path / "txt_bad-mc.json"
+    path.write_text(json.dumps(content))
+    cfg = mc_config(tiny_args, "bad-mc", "--txt_dir", str(tmp_path), "--size_test", "16")
+    with pytest.raises(AnnotationError) as error:
+        ChoiceTask(cfg, tokenizer)
+    for part in (str(path), "split 'test'", "item 5", "key 'video'", "no_such_video"):
+        assert part in str(error.value)
+
+    task = ChoiceTask(cfg.override({"on_bad_item": "skip", "tf_score": "ratio"}), tokenizer)
+    assert task.style == "retrieval" and task.ann.skipped == {"train": 0, "val": 0, "test": 1}
+    model = build_model(cfg, tokenizer).eval()
+    with torch.no_grad():
+        test = task.evaluate(model, "test")
+        scores = task.predict(model, "test", task.predict_batch)
+    assert test["n_items"] == 7 and test["n_skipped"] == 1 and test["denominator"] == 16
+    assert test["acc"] <= 50.0 and test["acc"] == pytest.approx(test["acc_given"] * 7 / 16)
+    assert len(scores) == 7 and all(s.shape == (5,) for s in scores)

@@ -1,0 +1,198 @@
+"""Open-ended QA (lib.tasks.qa_open): the entry point, training, candidate scoring, exact-once accuracy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lib.data.annotations import AnnotationError
+from lib.engine.config import Config, load_config
+from lib.model.layouts import IGNORE_INDEX
+from lib.tasks.common import clip_dataset
+from lib.tasks.model_io import build_model
+from lib.tasks.qa_open import OpenQATask, eval_collate
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Hand-made file: the answer is given away by the question, so a tiny model can learn it in a few steps.
+HAND_ITEMS = [
+    ("what is the dessert?", "ice cream", "food"),
+    ("what color is the circle?", "red", "color"),
+    ("what does the man wear?", "blue jeans", "clothes"),
+    ("how many dogs are there?", "two", "count"),
+]
+# Distractors include pieces of the multi-piece answers ("cream", "blue"). Not "jeans": the one-[MASK]
+# layout, never trained for "what does the man wear?", then predicts "jeans" with p~0.9, which beats the
+# mean per-piece log-probability of "blue jeans" (the known limit of length-normalised candidate scoring).
+HAND_VOCAB = ["ice cream", "red", "blue jeans", "two", "green", "hot dog", "blue", "cream"]
+
+
+def qa_config(tiny_args: list[str], *extra: str) -> Config:
+    return load_config([*tiny_args, "--type", "qaoe", "--task", "demo-qa", *extra])
+
+
+def write_annotations(folder: Path, task: str, content: dict) -> Path:
+    path = folder / f"txt_{task}.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+def hand_items(questions=HAND_ITEMS) -> list[dict]:
+    return [
+        {"video": f"demo_train_{i:05d}", "question": q, "answer": i, "answer_text": a, "type": t}
+        for i, (q, a, t) in enumerate(questions)
+    ]
+
+
+def evaluate(task: OpenQATask, model, split: str) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        return task.evaluate(model, split)
+
+
+def overfit(task, model, steps: int, lr: float) -> list[float]:
+    """Train on the first batch of the task's training stream for ``steps`` steps; the losses.
+
+    The two vocabulary-sized matrices (text embeddings, MLM decoder) stay frozen: their dense gradients
+    and optimizer updates would dominate the test's time."""
+    stream = task.train_stream()
+    items = [stream.dataset[i] for i in range(min(len(stream.dataset), stream.batch_size))]
+    model.enc_txt.requires_grad_(False)
+    model.fc_mtm.predictions.decoder.weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        out = stream.step_fn(model, stream.collate_fn(items))
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(out["loss"].item())
+    return losses
+
+
+@pytest.mark.distributed
+def test_entry_point_on_two_ranks_counts_every_item_once(tiny_args, tmp_path, tokenizer):
+    """main_qaoe_mlm.py under torchrun (2 CPU ranks): one training step, then the test split shared by the
+    ranks. Re-evaluating the saved model in ONE process must give the same numbers."""
+    config = tmp_path / "qa.json"
+    settings = {"type": "qaoe", "task": "demo-qa", "steps_per_epoch": 1, "size_batch": 8, "size_test": 50}
+    config.write_text(json.dumps({**settings, "save_model_every_epoch": False}))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "main_qaoe_mlm.py"]
+    done = subprocess.run(
+        [*launch, "--config", str(config), *tiny_args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    prefix = "demo-qa/test/"
+    assert metrics[prefix + "n_items"] == 40  # 8 test videos x 5 question types
+    assert metrics[prefix + "denominator"] == 50  # size_test: the official size, not the items present
+    assert 0 <= metrics[prefix + "acc"] <= metrics[prefix + "acc_top5"] <= 80
+    types = {k[len(prefix + "acc_type/") :] for k in metrics if k.startswith(prefix + "acc_type/")}
+    assert types == {"color", "shape", "size", "direction", "count"}
+    assert metrics[prefix + "n_multi_piece"] == 0 and metrics[prefix + "n_skipped"] == 0
+
+    cfg = qa_config(tiny_args, "--size_test", "50", "--path_ckpt", str(tmp_path / "out" / "model"))
+    alone = evaluate(OpenQATask(cfg, tokenizer), build_model(cfg, tokenizer), "test")
+    assert {prefix + k: v for k, v in alone.items()} == pytest.approx(metrics)
+
+
+def test_batches_are_grouped_by_answer_piece_count(tiny_args, tmp_path, tokenizer):
+    write_annotations(tmp_path, "hand-qa", {"train": hand_items(), "vocab": HAND_VOCAB})
+    task = OpenQATask(qa_config(tiny_args, "--txt_dir", str(tmp_path), "--task", "hand-qa"), tokenizer)
+    items = [task.train_stream().dataset[i] for i in range(4)]
+    batch = task.collate_train(items)
+    by_k = {layout.n_masks: (rows.tolist(), layout) for rows, layout in batch["groups"]}
+    assert sorted(by_k) == [1, 2]
+    assert by_k[1][0] == [1, 3] and by_k[2][0] == [0, 2]  # red, two | ice cream, blue jeans
+    rows, layout = by_k[2]
+    for row, (_, answer, _) in enumerate(HAND_ITEMS[i] for i in rows):
+        at = layout.mask_index()[row]
+        assert (layout.ids[row, at] == tokenizer.mask_token_id).all()
+        assert layout.labels[row, at].tolist() == tokenizer(answer, add_special_tokens=False)["input_ids"]
+        assert (layout.labels[row] != IGNORE_INDEX).sum() == 2
+    # candidates: every vocab answer, grouped by piece count for one fusion pass per count
+    assert task.candidates == HAND_VOCAB
+    assert {k: len(index) for k, (index, _) in task.candidate_groups.items()} == {1: 5, 2: 3}
+
+
+def test_overfitting_learns_multi_piece_answers(tiny_args, tmp_path, tokenizer):
+    items = hand_items()
+    write_annotations(tmp_path, "hand-qa", {"train": items, "test": items, "vocab": HAND_VOCAB})
+    cfg = qa_config(tiny_args, "--txt_dir", str(tmp_path), "--task", "hand-qa")
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer)
+    task = OpenQATask(cfg, tokenizer)
+    losses = overfit(task, model, steps=15, lr=1e-3)
+    assert sum(losses[-5:]) / 5 < 0.3 * losses[0], losses
+
+    metrics = evaluate(task, model, "test")  # candidates: multi-piece answers are predictable
+    assert metrics["n_multi_piece"] == 2 and metrics["n_out_of_space"] == 0
+    assert metrics["acc_type/food"] == 100.0 and metrics["acc_type/clothes"] == 100.0, (metrics, losses)
+    top5 = task.predict(model.eval(), "test", task.predict_batch)
+    assert len(top5) == 4 and all(len(ranked) == 5 for ranked in top5)
+    assert top5[0][0] == "ice cream" and top5[2][0] == "blue jeans"
+
+    reference = OpenQATask(cfg.override({"qa_answer_space": "vocab"}), tokenizer)
+    metrics = evaluate(reference, model, "test")  # arg-max over the vocabulary: one wordpiece only
+    assert metrics["n_out_of_space"] == 2
+    assert metrics["acc_type/food"] == 0.0 and metrics["acc_type/clothes"] == 0.0
+    assert metrics["acc"] <= 50.0
+
+
+def test_accuracy_counts_every_item_once_over_size_test(tiny_args, tmp_path, demo_data, tokenizer):
+    content = json.loads((demo_data / "txt_demo-qa.json").read_text())
+    content["test"][3]["video"] = "no_such_video"
+    path = write_annotations(tmp_path, "bad-qa", content)
+    cfg = qa_config(tiny_args, "--txt_dir", str(tmp_path), "--task", "bad-qa", "--size_test", "80")
+    with pytest.raises(AnnotationError) as error:
+        OpenQATask(cfg, tokenizer)
+    for part in (str(path), "split 'test'", "item 3", "key 'video'", "no_such_video"):
+        assert part in str(error.value)
+
+    task = OpenQATask(cfg.override({"on_bad_item": "skip"}), tokenizer)
+    assert task.ann.skipped["test"] == 1 and len(task.ann["test"]) == 39
+    dataset = clip_dataset(task.cfg, task.store, task.ann["test"], train=False)
+    batch = eval_collate([dataset[i] for i in range(7)])  # 4 questions left on video 0, then video 1
+    assert batch["video"].shape[0] == 2 and batch["row_video"].tolist() == [0, 0, 0, 0, 1, 1, 1]
+    model = build_model(cfg, tokenizer)
+    test = evaluate(task, model, "test")
+    assert test["n_items"] == 39 and test["n_skipped"] == 1 and test["denominator"] == 80
+    assert test["acc"] <= 50.0 and test["acc"] == pytest.approx(test["acc_given"] * 39 / 80)
+    val = evaluate(task, model, "val")  # size_test is the official TEST size: not applied to val
+    assert val["n_items"] == val["denominator"] == 30
+
+
+def test_fill_in_the_blank_questions(tiny_args, tmp_path, tokenizer):
+    blanks = [
+        ("someone eats [MASK] in the park.", "ice cream", "fib"),
+        ("a [MASK] runs across the street.", "dog", "fib"),
+        ("she paints the [MASK] on the wall.", "red door", "fib"),
+        ("he plays [MASK] with friends.", "football", "fib"),
+    ]
+    items = hand_items(blanks)
+    bad = [*items[:2], {**items[2], "question": "no blank here"}, items[3]]
+    write_annotations(tmp_path, "fib-qa", {"train": items, "test": bad})
+    cfg = qa_config(tiny_args, "--txt_dir", str(tmp_path), "--task", "fib-qa")
+    with pytest.raises(AnnotationError, match=r"split 'test', item 2, key 'question'"):
+        OpenQATask(cfg, tokenizer)
+    task = OpenQATask(cfg.override({"on_bad_item": "skip"}), tokenizer)
+    assert task.fill_blank and task.ann.skipped["test"] == 1
+    assert task.candidates == ["ice cream", "dog", "red door", "football"]  # no vocab: train answers
+
+    batch = task.collate_train([task.train_stream().dataset[i] for i in range(4)])
+    rows, layout = next((r, lay) for r, lay in batch["groups"] if lay.n_masks == 2)
+    row = rows.tolist().index(0)
+    text = tokenizer.decode(layout.ids[row][layout.mask.bool()[row]])
+    assert text == "[CLS] someone eats [MASK] [MASK] in the park. [SEP]"  # the blank stays in place
+
+    model = build_model(cfg, tokenizer)
+    loss = task.step(model, batch)["loss"]
+    assert torch.isfinite(loss) and loss.item() > 0
+    metrics = evaluate(task, model, "test")
+    assert metrics["n_items"] == 3 and metrics["denominator"] == 4
