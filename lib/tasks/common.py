@@ -130,9 +130,8 @@ def logits_at(
     """
     device = video_feat.device
     ids, mask = layout.ids.to(device), layout.mask.to(device)
-    hidden = model.fuse(
-        video_feat, video_mask, model.embed_text(ids), mask, attn=layout.attn, task=layout.task
-    )
+    text = model.embed_text(ids, mask, causal=layout.attn == "seq2seq")
+    hidden = model.fuse(video_feat, video_mask, text, mask, attn=layout.attn, task=layout.task)
     if positions is None:
         index, squeeze = layout.mask_index().to(device), layout.n_masks == 1
     else:

@@ -64,8 +64,16 @@ def vtm_pairs(n: int, n_neg: int, rng: random.Random) -> tuple[list[int], list[i
 
 
 def vtm_loss(model, video: torch.Tensor, layout: layouts.Layout, pair_video: torch.Tensor) -> dict:
-    """Cross-entropy at the [MASK] of every (video, text) pair; also the matching accuracy."""
+    """Encode the batch's videos once, then :func:`vtm_loss_on_features`."""
     feat, mask = model.encode_video(video)
+    return vtm_loss_on_features(model, feat, mask, layout, pair_video)
+
+
+def vtm_loss_on_features(
+    model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout, pair_video: torch.Tensor
+) -> dict:
+    """Cross-entropy at the [MASK] of every (video, text) pair (row i uses video ``pair_video[i]``);
+    also the matching accuracy."""
     feat, mask = expand_video(feat, mask, pair_video)
     logits = logits_at(model, feat, mask, layout)
     labels = supervised_labels(layout).to(logits.device)
@@ -132,7 +140,7 @@ class RetrievalTask(Task):
         layout = layouts.vtm(self.tok, texts, self.cfg.size_txt)
         device = feats.device
         ids, tmask = layout.ids.to(device), layout.mask.to(device)
-        emb = model.embed_text(ids)
+        emb = model.embed_text(ids, tmask)
         pos = layout.mask_pos.to(device)
         score = layouts.true_false_ratio if self.cfg.tf_score == "ratio" else layouts.true_false_prob
         out = torch.empty(len(texts) * n_v)

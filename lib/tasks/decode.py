@@ -1,0 +1,206 @@
+"""Caption decoding with the MLM head: greedy search and beam search over the [MASK]-append scheme.
+
+Every step feeds ``[CLS] w1 … wt [MASK]`` (:func:`lib.model.layouts.caption_step`, attention "seq2seq")
+and reads the next word from the MLM logits at the ``[MASK]``; a caption ends at ``[SEP]`` or after
+``max_gen_length`` words (reference §1.9). The video is encoded ONCE per batch by the caller
+(:func:`caption_videos` does it); its tokens are reused for every step and every beam.
+
+Recomputation. Each step re-runs the fusion encoder over the whole prefix. Under the "seq2seq" mask a
+text position attends only to the video and to earlier text positions, so the prefix's states do not
+depend on what follows and this recomputation is exact. A key/value cache of the prefix would give the
+same numbers for a fraction of the cost (one new position per step): a possible later optimisation.
+
+Scores. A hypothesis of ``n`` generated tokens (its ``[SEP]`` included when it has one) with summed
+log-probability ``S`` scores ``S / n ** length_penalty``; the default ``length_penalty = 1`` is the mean
+log-probability per token (the confidence the reference reported), ``0`` the raw sum (which favours short
+captions). Greedy and beam search use the same score, so their results compare.
+
+Beam search keeps ``beam_size`` hypotheses per video, batched over videos × beams. At every step the
+candidates are each live beam extended by each word, plus each finished beam kept as it is; the top
+``beam_size`` by score survive, so a finished hypothesis stays until ``beam_size`` better ones displace
+it. A video is done when all its beams are finished; at ``max_gen_length`` the unfinished beams count as
+hypotheses too. The best-scoring beam is returned. With ``beam_size = 1`` this is exactly greedy search
+(every candidate extends the same beam, so the score ranks like the log-probability). Like any beam search
+it is approximate: a wider beam usually, but not provably, finds a better-scoring caption.
+
+``[CLS]``, ``[PAD]`` and ``[MASK]`` are never generated (their log-probabilities are set to -inf after the
+softmax, so the others keep their true values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lib.model import layouts
+from lib.tasks.common import logits_at
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One decoded caption: generated wordpieces (``[CLS]`` excluded; ends with ``[SEP]`` when finished)."""
+
+    ids: tuple[int, ...]
+    log_prob: float
+    score: float
+    finished: bool
+
+    def text(self, tok) -> str:
+        """The caption as a string (special tokens dropped, wordpieces joined)."""
+        return tok.decode(list(self.ids), skip_special_tokens=True).strip()
+
+
+def length_normalised(
+    log_prob: torch.Tensor, length: torch.Tensor | int, length_penalty: float
+) -> torch.Tensor:
+    """``log_prob / length ** length_penalty`` (length clamped to >= 1)."""
+    length = torch.as_tensor(length, device=log_prob.device).clamp(min=1).to(log_prob.dtype)
+    return log_prob / length**length_penalty
+
+
+def n_decode_steps(max_gen_length: int, size_txt: int | None) -> int:
+    """Tokens that may be generated: ``max_gen_length``, and at most ``size_txt - 1`` ([CLS] + words fit)."""
+    if max_gen_length < 1:
+        raise ValueError(f"max_gen_length={max_gen_length}; it must be >= 1")
+    return max_gen_length if size_txt is None else max(0, min(max_gen_length, size_txt - 1))
+
+
+def next_token_log_probs(
+    model, tok, video_feat: torch.Tensor, video_mask: torch.Tensor, prefix: torch.Tensor
+) -> torch.Tensor:
+    """(N, V) log-probabilities of the word after ``prefix`` (N, t) given each row's video tokens."""
+    layout = layouts.caption_step(tok, prefix, prefix.shape[1] + 1)
+    log_probs = torch.log_softmax(
+        logits_at(model, video_feat, video_mask, layout, layout.mask_pos).float(), dim=-1
+    )
+    banned = [tok.cls_token_id, tok.pad_token_id, tok.mask_token_id]
+    log_probs[:, banned] = float("-inf")
+    return log_probs
+
+
+def greedy(
+    model,
+    tok,
+    video_feat: torch.Tensor,
+    video_mask: torch.Tensor,
+    max_gen_length: int = 20,
+    size_txt: int | None = None,
+    length_penalty: float = 1.0,
+) -> list[Caption]:
+    """The most probable word at every step, for a batch of encoded videos (B, Nv, D) / (B, Nv)."""
+    n, device = video_feat.shape[0], video_feat.device
+    steps = n_decode_steps(max_gen_length, size_txt)
+    prefix = layouts.caption_start(tok, n).to(device)
+    log_prob = torch.zeros(n, dtype=torch.float32, device=device)
+    length = torch.zeros(n, dtype=torch.long, device=device)
+    alive = torch.ones(n, dtype=torch.bool, device=device)
+    for _ in range(steps):
+        rows = alive.nonzero().squeeze(1)
+        if len(rows) == 0:
+            break
+        step_lp = next_token_log_probs(model, tok, video_feat[rows], video_mask[rows], prefix[rows])
+        best_lp, best = step_lp.max(dim=-1)
+        token = torch.full((n,), tok.pad_token_id, dtype=torch.long, device=device)
+        token[rows] = best
+        log_prob[rows] += best_lp
+        length[rows] += 1
+        alive[rows[best == tok.sep_token_id]] = False
+        prefix = torch.cat([prefix, token[:, None]], dim=1)
+    score = length_normalised(log_prob, length, length_penalty)
+    return [
+        Caption(
+            tuple(prefix[i, 1 : 1 + int(length[i])].tolist()),
+            float(log_prob[i]),
+            float(score[i]),
+            not bool(alive[i]),
+        )
+        for i in range(n)
+    ]
+
+
+def beam_search(
+    model,
+    tok,
+    video_feat: torch.Tensor,
+    video_mask: torch.Tensor,
+    beam_size: int,
+    max_gen_length: int = 20,
+    size_txt: int | None = None,
+    length_penalty: float = 1.0,
+) -> list[Caption]:
+    """Length-normalised beam search (see the module docstring), batched over videos × beams."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size={beam_size}; it must be >= 1")
+    b, k, device = video_feat.shape[0], beam_size, video_feat.device
+    steps = n_decode_steps(max_gen_length, size_txt)
+    feat = video_feat.repeat_interleave(k, dim=0)  # (B*K, Nv, D): row b*K + j is beam j of video b
+    mask = video_mask.repeat_interleave(k, dim=0)
+    tokens = torch.full((b, k, steps), tok.pad_token_id, dtype=torch.long, device=device)
+    log_prob = torch.full((b, k), float("-inf"), device=device)
+    log_prob[:, 0] = 0.0  # one live beam per video to start from; the others are empty slots
+    length = torch.zeros((b, k), dtype=torch.long, device=device)
+    finished = torch.zeros((b, k), dtype=torch.bool, device=device)
+    cls = layouts.caption_start(tok, b * k).to(device)
+    for step in range(steps):
+        alive = ~finished & torch.isfinite(log_prob)
+        rows = alive.view(-1).nonzero().squeeze(1)
+        if len(rows) == 0:
+            break
+        prefix = torch.cat([cls[rows], tokens.view(b * k, steps)[rows, :step]], dim=1)
+        step_lp = next_token_log_probs(model, tok, feat[rows], mask[rows], prefix)
+        vocab = step_lp.shape[1]
+        extended = torch.full((b * k, vocab), float("-inf"), device=device)
+        extended[rows] = log_prob.view(-1)[rows, None] + step_lp
+        extended = extended.view(b, k * vocab)
+        kept = torch.where(finished, length_normalised(log_prob, length, length_penalty), float("-inf"))
+        candidates = torch.cat([length_normalised(extended, step + 1, length_penalty), kept], dim=1)
+        top = candidates.topk(k, dim=1).indices  # (B, K)
+        is_kept = top >= k * vocab
+        parent = torch.where(is_kept, top - k * vocab, top // vocab)
+        word = torch.where(is_kept, tok.pad_token_id, top % vocab)
+        tokens = tokens.gather(1, parent[..., None].expand(-1, -1, steps)).clone()
+        tokens[..., step] = torch.where(is_kept, tokens[..., step], word)
+        log_prob = torch.where(
+            is_kept, log_prob.gather(1, parent), extended.gather(1, top.clamp(max=k * vocab - 1))
+        )
+        length = torch.where(is_kept, length.gather(1, parent), step + 1)
+        finished = is_kept | (word == tok.sep_token_id)
+    score = length_normalised(log_prob, length, length_penalty)
+    best = score.argmax(dim=1)
+    out = []
+    for i in range(b):
+        j = int(best[i])
+        out.append(
+            Caption(
+                tuple(tokens[i, j, : int(length[i, j])].tolist()),
+                float(log_prob[i, j]),
+                float(score[i, j]),
+                bool(finished[i, j]),
+            )
+        )
+    return out
+
+
+def generate(
+    model,
+    tok,
+    video_feat: torch.Tensor,
+    video_mask: torch.Tensor,
+    beam_size: int = 1,
+    max_gen_length: int = 20,
+    size_txt: int | None = None,
+    length_penalty: float = 1.0,
+) -> list[Caption]:
+    """Captions for encoded videos: greedy search for ``beam_size == 1``, else beam search."""
+    if beam_size == 1:
+        return greedy(model, tok, video_feat, video_mask, max_gen_length, size_txt, length_penalty)
+    return beam_search(
+        model, tok, video_feat, video_mask, beam_size, max_gen_length, size_txt, length_penalty
+    )
+
+
+def caption_videos(model, tok, video: torch.Tensor, **kwargs) -> list[Caption]:
+    """Encode clips (B, T, 3, H, W) once and decode a caption for each (``kwargs``: see :func:`generate`)."""
+    feat, mask = model.encode_video(video)
+    return generate(model, tok, feat, mask, **kwargs)

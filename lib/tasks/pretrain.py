@@ -1,0 +1,378 @@
+"""Pretraining (LAVENDER, reference §2.1): masked-token modelling + video-text matching, both through the
+ONE MLM head, summed with equal weight (``pretrain_tasks``: any of "mtm", "vtm").
+
+* MTM: ``[CLS] w… [SEP] [PAD]…`` (``size_txt``) with each non-special token replaced by ``[MASK]`` with
+  probability ``p_mask`` (:func:`lib.model.layouts.mlm_mask`); cross-entropy at the masked positions only
+  (the head runs on those rows, never on the whole sequence).
+* VTM: every video with its own text ("true") and ``vtm_negatives`` texts of other samples ("false") at
+  a ``[MASK]`` after the padding (:func:`lib.model.layouts.vtm`, pairs from
+  :func:`lib.tasks.retrieval.vtm_pairs`). The texts are the clean ones (the reference reused its
+  MLM-corrupted texts, a side effect of sharing features; clean texts are what matching is evaluated on).
+  Negatives come from the rank's batch (reference); ``vtm_negatives_global: true`` draws them from the
+  texts of every rank's batch instead (the texts are all-gathered in the step, so every rank must run
+  the same stream at each step, which the engine guarantees).
+
+Each video is encoded once per batch and its tokens serve both objectives.
+
+Data, per dataset of ``dataset`` (a name or a list, e.g. ``["webvid2.5m", "cc3m"]``):
+``txt_{dataset}.json`` (``{"train": {video: [captions]}, "val": {…}}``) and the frames either in shards
+``{dataset}_train_{0..size_part-1}.tsv`` (+ ``{dataset}_val.tsv`` when present) or in one
+``img_{dataset}.tsv``, under ``img_tsv_dir`` (or ``data_dir``). Items are the annotated videos present in
+the frame tables (the rest are dropped with a warning: a run may use a subset of the shards). Training
+uses a random caption of each video, evaluation its first. Each dataset is its own training stream, so a
+batch never mixes datasets; images are one-frame rows and become one-frame clips (T = 1). A one-frame row
+inside a video dataset is repeated to the batch's frame count.
+
+The reference trained dataset after dataset and shard after shard (a checkpoint per shard); here every
+stream is drawn from at each step (``task_sampling: size`` gives each dataset steps in proportion to its
+size, i.e. one pass over everything per epoch).
+
+Validation (per dataset): masked-token accuracy (a fixed masking per item) and matching accuracy (the
+positive ranks first, strictly, among itself and ``vtm_negatives`` fixed negatives with a different text,
+by the true/false score). Every item is evaluated on exactly one rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lib.data.annotations import AnnotationFile, PretrainItem, RecordList, load_annotations
+from lib.data.datasets import VideoStore, stack_clips
+from lib.data.tsv import shard_paths
+from lib.engine import distributed as D
+from lib.engine.config import Config
+from lib.engine.trainer import TrainStream
+from lib.model import layouts
+from lib.tasks.common import (
+    Task,
+    clip_dataset,
+    eval_batches,
+    expand_video,
+    logits_at,
+    model_device,
+    open_store,
+    txt_path,
+)
+from lib.tasks.retrieval import vtm_loss_on_features, vtm_pairs
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("mtm", "vtm")
+
+
+# ------------------------------------------------------------------------------------------ objectives
+
+
+def text_layout(tok, texts: list[str], size_txt: int) -> layouts.Layout:
+    """``[CLS] w… [SEP] [PAD]…`` of length ``size_txt``: the text part of the VTM layout (its last
+    position, the appended ``[MASK]``, dropped), with no supervision."""
+    base = layouts.vtm(tok, texts, size_txt)
+    ids, mask = base.ids[:, :size_txt], base.mask[:, :size_txt]
+    return layouts.Layout(ids, mask, torch.full_like(ids, layouts.IGNORE_INDEX))
+
+
+def mlm_layout(
+    tok, texts: list[str], size_txt: int, p: float, generators: list[torch.Generator] | None = None
+) -> layouts.Layout:
+    """MTM input: :func:`text_layout` corrupted by :func:`lib.model.layouts.mlm_mask`. ``generators``
+    (one per text) make the masking of every row reproducible on its own (evaluation)."""
+    base = text_layout(tok, texts, size_txt)
+    special = layouts.special_ids(tok)
+    if generators is None:
+        ids, labels = layouts.mlm_mask(base.ids, special, tok.mask_token_id, p)
+    else:
+        rows = [
+            layouts.mlm_mask(base.ids[i : i + 1], special, tok.mask_token_id, p, generator=g)
+            for i, g in enumerate(generators)
+        ]
+        ids, labels = torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+    return layouts.Layout(ids, base.mask, labels)
+
+
+def masked_token_logits(
+    model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fusion over (video, text), then the MLM head at the supervised positions only.
+
+    Returns (logits (M, V), labels (M,), row (M,)) for the M positions whose label is not ignored.
+    """
+    device = feat.device
+    ids, text_mask = layout.ids.to(device), layout.mask.to(device)
+    text = model.embed_text(ids, text_mask, causal=layout.attn == "seq2seq")
+    hidden = model.fuse(feat, mask, text, text_mask, attn=layout.attn, task=layout.task)
+    supervised = layout.labels.to(device) != layouts.IGNORE_INDEX
+    logits = model.mlm_logits(hidden[supervised])
+    return logits, layout.labels.to(device)[supervised], supervised.nonzero()[:, 0]
+
+
+def masked_token_loss(model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout) -> dict:
+    """Cross-entropy at the supervised positions of ``layout`` (MTM, caption training) and its accuracy."""
+    logits, labels, _ = masked_token_logits(model, feat, mask, layout)
+    loss = F.cross_entropy(logits.float(), labels)
+    return {"loss": loss, "acc": (logits.argmax(-1) == labels).float().mean()}
+
+
+def global_vtm_pairs(
+    texts: list[str], n_neg: int, rng: random.Random
+) -> tuple[list[int], list[str], list[bool]]:
+    """VTM pairs whose negatives come from every rank's batch: (local video, text, matched) per pair.
+
+    The ranks' texts are all-gathered (a collective: every rank must call this at the same step); video
+    ``i`` of this rank gets its own text and ``n_neg`` texts drawn from all the others.
+    """
+    everyone = D.all_gather_object(list(texts))
+    pool = [t for part in everyone for t in part]
+    offset = sum(len(part) for part in everyone[: D.get_rank()])
+    n_neg = min(n_neg, len(pool) - 1)
+    video, pair_texts, matched = [], [], []
+    for i in range(len(texts)):
+        own = offset + i
+        others = rng.sample(range(len(pool) - 1), n_neg)  # indices into the pool without `own`
+        for j in [own, *(o + (o >= own) for o in others)]:
+            video.append(i)
+            pair_texts.append(pool[j])
+            matched.append(j == own)
+    return video, pair_texts, matched
+
+
+def matching_candidates(texts: list[str], n_neg: int, seed: int) -> list[list[int]]:
+    """Per item: itself, then up to ``n_neg`` other items with a different text (fixed by ``seed``)."""
+    out = []
+    for i, text in enumerate(texts):
+        others = [j for j, t in enumerate(texts) if t != text]
+        rng = np.random.default_rng([seed, i])
+        picked = rng.choice(len(others), size=min(n_neg, len(others)), replace=False) if others else []
+        out.append([i, *(others[p] for p in picked)])
+    return out
+
+
+def stack_clips_padded(items: list[dict[str, Any]]) -> torch.Tensor:
+    """(B, T, 3, H, W) like :func:`stack_clips`; one-frame clips are repeated to the batch's frame count."""
+    frames = max(item["video"].shape[0] for item in items)
+
+    def padded(item: dict[str, Any]) -> dict[str, Any]:
+        clip = item["video"]
+        return {**item, "video": clip.expand(frames, -1, -1, -1)} if clip.shape[0] == 1 else item
+
+    return stack_clips([padded(item) for item in items])
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def dataset_names(cfg: Config) -> list[str]:
+    names = cfg.dataset if isinstance(cfg.dataset, list) else [cfg.dataset]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError('pretraining needs --dataset (a name or a list, e.g. \'["webvid2.5m", "cc3m"]\')')
+    return names
+
+
+def open_frames(cfg: Config, dataset: str) -> VideoStore:
+    """The frame store of a pretraining dataset: its train shards (+ val table) or its single TSV."""
+    folder = Path(cfg.img_tsv_dir or cfg.data_dir)
+    if not (folder / f"{dataset}_train_0.tsv").is_file():
+        if not (folder / f"img_{dataset}.tsv").is_file():
+            raise FileNotFoundError(
+                f"no frames for pretraining dataset {dataset!r}: expected shards "
+                f"{folder}/{dataset}_train_0..{cfg.size_part - 1}.tsv or one table {folder}/img_{dataset}.tsv"
+            )
+        return open_store(cfg, dataset)
+    shards = shard_paths(folder, f"{dataset}_train")
+    if len(shards) < cfg.size_part:
+        raise FileNotFoundError(
+            f"{folder}: {len(shards)} shards {dataset}_train_*.tsv, but size_part={cfg.size_part}; "
+            f"set --size_part {len(shards)} or add the missing shards"
+        )
+    if len(shards) > cfg.size_part:
+        logger.info("%s: using the first %d of %d shards (size_part)", dataset, cfg.size_part, len(shards))
+    val = folder / f"{dataset}_val.tsv"
+    return VideoStore([*shards[: cfg.size_part], *([val] if val.is_file() else [])])
+
+
+def stored_records(ann: AnnotationFile, split: str, stored: set[str]) -> RecordList:
+    """The split's items whose video is in the frame tables (the others dropped with a warning)."""
+    records = ann[split]
+    kept = [r for r in records if r.video in stored]
+    if len(kept) < len(records):
+        missing = next(r.video for r in records if r.video not in stored)
+        logger.warning(
+            "%s: %d of %d '%s' items have no frames (e.g. video %r); they are left out",
+            ann.path, len(records) - len(kept), len(records), split, missing,
+        )  # fmt: skip
+    return RecordList(PretrainItem, kept)
+
+
+@dataclass
+class PretrainSource:
+    """One pretraining dataset: its name, frames and per-split items."""
+
+    name: str
+    store: VideoStore
+    splits: dict[str, RecordList]
+
+    @classmethod
+    def open(cls, cfg: Config, name: str) -> PretrainSource:
+        store = open_frames(cfg, name)
+        ann = load_annotations(txt_path(cfg, name), "pretrain", on_error=cfg.on_bad_item)
+        stored = store.ids()
+        splits = {split: stored_records(ann, split, stored) for split in ann.splits}
+        if not any(len(records) for records in splits.values()):
+            raise ValueError(f"{ann.path}: none of its videos are in the frame tables {store.paths}")
+        return cls(name, store, splits)
+
+
+# ------------------------------------------------------------------------------------------------ task
+
+
+class PretrainTask(Task):
+    family = "pretrain"
+
+    def __init__(self, cfg: Config, tokenizer, name: str | None = None):
+        super().__init__(cfg, tokenizer, name)
+        self.objectives = list(dict.fromkeys(cfg.pretrain_tasks))
+        if not self.objectives or any(o not in OBJECTIVES for o in self.objectives):
+            raise ValueError(f"pretrain_tasks={cfg.pretrain_tasks}; choose from {list(OBJECTIVES)}")
+        self.n_negatives = cfg.vtm_negatives
+        self.global_negatives = cfg.vtm_negatives_global
+        self.sources = [PretrainSource.open(cfg, d) for d in dataset_names(cfg)]
+        self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
+
+    def eval_splits(self) -> list[str]:
+        return ["val"] if any(len(s.splits.get("val", ())) for s in self.sources) else []
+
+    # ---- training
+
+    def train_streams(self) -> list[TrainStream]:
+        """One stream per dataset (a batch never mixes datasets, e.g. videos and images)."""
+        streams = []
+        for source in self.sources:
+            records = source.splits.get("train")
+            if not records:
+                continue
+            dataset = clip_dataset(self.cfg, source.store, records, train=True)
+            name = self.name if len(self.sources) == 1 else f"{self.name}/{source.name}"
+            streams.append(TrainStream(name, dataset, self.collate_train, self.cfg.size_batch, self.step))
+        return streams
+
+    def train_stream(self) -> TrainStream | None:
+        streams = self.train_streams()
+        if len(streams) > 1:
+            raise ValueError(f"{len(streams)} pretraining datasets make several streams; use train_streams()")
+        return streams[0] if streams else None
+
+    def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        rng = random.Random(random.getrandbits(64))
+        texts = [rng.choice(item["record"].captions) for item in items]
+        batch: dict[str, Any] = {
+            "video": stack_clips_padded(items),
+            "texts": texts,
+            "ids": [item["id"] for item in items],
+        }
+        if "mtm" in self.objectives:
+            batch["mtm"] = mlm_layout(self.tok, texts, self.cfg.size_txt, self.cfg.p_mask)
+        if "vtm" in self.objectives and not self.global_negatives:
+            video, text, matched = vtm_pairs(len(items), self.n_negatives, rng)
+            batch["vtm"] = layouts.vtm(self.tok, [texts[j] for j in text], self.cfg.size_txt, matched)
+            batch["pair_video"] = torch.tensor(video)
+        return batch
+
+    def step(self, model, batch: dict[str, Any]) -> dict:
+        feat, mask = model.encode_video(batch["video"].to(model_device(model)))
+        out: dict[str, torch.Tensor] = {}
+        if "mtm" in self.objectives:
+            mtm = masked_token_loss(model, feat, mask, batch["mtm"])
+            out["mtm_loss"], out["mtm_acc"] = mtm["loss"], mtm["acc"]
+        if "vtm" in self.objectives:
+            if self.global_negatives:
+                rng = random.Random(random.getrandbits(64))
+                video, texts, matched = global_vtm_pairs(batch["texts"], self.n_negatives, rng)
+                layout = layouts.vtm(self.tok, texts, self.cfg.size_txt, matched)
+                pair_video = torch.tensor(video)
+            else:
+                layout, pair_video = batch["vtm"], batch["pair_video"]
+            vtm = vtm_loss_on_features(model, feat, mask, layout, pair_video)
+            out["vtm_loss"], out["vtm_acc"] = vtm["loss"], vtm["acc"]
+        out["loss"] = sum(out[f"{o}_loss"] for o in self.objectives)
+        return out
+
+    # ---- evaluation
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for source in self.sources:
+            if not len(source.splits.get(split, ())):
+                continue
+            found = self.evaluate_source(model, source, split)
+            prefix = "" if len(self.sources) == 1 else f"{source.name}/"
+            metrics.update({prefix + k: v for k, v in found.items()})
+        return metrics
+
+    def evaluate_source(self, model, source: PretrainSource, split: str) -> dict[str, float]:
+        """Masked-token and matching accuracy on one dataset's split (each item on one rank)."""
+        records = source.splits[split]
+        texts = [r.captions[0] for r in records]
+        candidates = matching_candidates(texts, self.n_negatives, self.cfg.seed)
+        dataset = clip_dataset(self.cfg, source.store, records, train=False)
+        device = model_device(model)
+        local = []
+        for batch in eval_batches(dataset, self.cfg.size_batch, lambda b: b, self.cfg.n_workers):
+            index = [item["index"] for item in batch]
+            feat, mask = model.encode_video(stack_clips_padded(batch).to(device))
+            tokens = [(0, 0)] * len(batch)
+            matches: list[bool | None] = [None] * len(batch)
+            if "mtm" in self.objectives:
+                tokens = self.masked_token_hits(model, feat, mask, [texts[i] for i in index], index)
+            if "vtm" in self.objectives:
+                matches = self.matching_hits(model, feat, mask, texts, [candidates[i] for i in index])
+            local += [(*t, m) for t, m in zip(tokens, matches)]
+        results = D.gather_eval(local)
+        metrics: dict[str, float] = {"n_items": float(len(results))}
+        if "mtm" in self.objectives:
+            n_masked = sum(r[1] for r in results)
+            metrics["masked_token_acc"] = sum(r[0] for r in results) / max(1, n_masked)
+            metrics["n_masked_tokens"] = float(n_masked)
+        if "vtm" in self.objectives:
+            judged = [r[2] for r in results if r[2] is not None]
+            metrics["matching_acc"] = sum(judged) / max(1, len(judged))
+            metrics["n_matching_items"] = float(len(judged))
+        return metrics
+
+    def masked_token_hits(
+        self, model, feat, mask, texts: list[str], index: list[int]
+    ) -> list[tuple[int, int]]:
+        """(correct, masked) token counts per text, with a masking fixed by (seed, item index)."""
+        generators = [torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + i) for i in index]
+        layout = mlm_layout(self.tok, texts, self.cfg.size_txt, self.cfg.p_mask, generators)
+        logits, labels, row = masked_token_logits(model, feat, mask, layout)
+        hits = (logits.argmax(-1) == labels).double()
+        correct = torch.bincount(row, weights=hits, minlength=len(texts))
+        masked = torch.bincount(row, minlength=len(texts))
+        return [(int(c), int(m)) for c, m in zip(correct.tolist(), masked.tolist())]
+
+    def matching_hits(
+        self, model, feat, mask, texts: list[str], candidates: list[list[int]]
+    ) -> list[bool | None]:
+        """Per video: whether its own text (``candidates[n][0]``) scores strictly above each of its
+        negatives (None when it has none)."""
+        counts = [len(c) for c in candidates]
+        layout = layouts.vtm(self.tok, [texts[j] for c in candidates for j in c], self.cfg.size_txt)
+        pair_video = torch.repeat_interleave(torch.arange(len(candidates)), torch.tensor(counts))
+        feat, mask = expand_video(feat, mask, pair_video)
+        ratio = self.cfg.tf_score == "ratio"
+        score = layouts.true_false_ratio if ratio else layouts.true_false_prob
+        scores = score(
+            logits_at(model, feat, mask, layout, layout.mask_pos).float(), self.true_id, self.false_id
+        ).cpu()
+        out = []
+        for group in torch.split(scores, counts):
+            out.append(bool((group[0] > group[1:]).all()) if len(group) > 1 else None)
+        return out
