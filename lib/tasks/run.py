@@ -21,7 +21,7 @@ from lib.engine.checkpointing import seed_everything
 from lib.engine.config import Config, ConfigError, load_config
 from lib.engine.trainer import Trainer, autocast
 from lib.tasks.common import Task, load_tokenizer
-from lib.tasks.model_io import build_model, save_model_fn
+from lib.tasks.model_io import build_model, record_metrics, save_model_fn
 
 FAMILIES = ("pretrain", "retrieval", "qaoe", "qamc", "captioning", "multi-task")
 
@@ -112,12 +112,14 @@ def run(family: str, argv: Sequence[str] | None = None) -> dict[str, float]:
         model,
         streams,
         evaluate_fn=lambda m, epoch: evaluate_tasks(tasks, m, eval_splits),
-        save_model_fn=save_model_fn(tokenizer),
+        save_model_fn=save_model_fn(tokenizer, cfg, tasks),
     )
     trainer.fit()
     final = final_evaluation(trainer, tasks)
     if D.is_main():
         out = Path(cfg.path_output) / "metrics.json"
         write_json_atomic(out, final, indent=2)
+        if (Path(cfg.path_output) / "model").is_dir():
+            record_metrics(Path(cfg.path_output) / "model", final, "test split (final evaluation)")
         print(json.dumps(final, indent=2))
     return final
