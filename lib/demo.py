@@ -1,0 +1,357 @@
+"""The main job: real encoded demo videos → extractor → TSV → ONE multi-task model → every task → a report.
+
+    python -m lib.demo                      # what `make demo` runs
+    python -m lib.demo --seed 1             # another demo dataset (same recipe, no tuning per seed)
+    python -m lib.demo --quick              # a minute-scale version (CI uses it)
+
+Steps: (1) build the synthetic dataset (`lib.data.synthetic`, H.264 files through the real extractor);
+(2) optionally pretrain briefly (MLM + matching) with `main_pretrain_mlm`'s code; (3) train one model on
+every task with `main_multi_task_mlm`'s code (config `_args/args_demo_multi-task.json`); (4) evaluate every
+task on the held-out test split with the tasks' own evaluation; (5) print a table with the chance level beside
+each number and write `_snapshot/demo/{metrics.json, report.md, curves.png, examples.png}`.
+
+Re-running reuses what exists (data, a finished run); after Ctrl-C the next run resumes from the last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from lib.data.annotations import load_annotations, read_json_object, write_json_atomic
+from lib.data.synthetic import make_demo_dataset
+
+CONFIG = Path("_args/args_demo_multi-task.json")
+QUICK = {"n_train": 120, "n_val": 20, "n_test": 50, "size_epoch": 3, "steps_per_epoch": 60}
+# (task name in the config, metric, label, target) — what the table shows, in order
+ROWS = (
+    ("retrieval_demo-retrieval", "t2v_R1", "retrieval text→video R@1", 0.30),
+    ("retrieval_demo-retrieval", "t2v_R5", "retrieval text→video R@5", None),
+    ("retrieval_demo-retrieval", "t2v_R10", "retrieval text→video R@10", None),
+    ("qaoe_demo-qa", "acc", "open-ended QA accuracy", 0.85),
+    ("qamc_demo-mc", "acc", "multiple choice (one sequence) accuracy", 0.90),
+    ("qamc_demo-retmc", "acc", "multiple choice (retrieval style) accuracy", 0.90),
+    ("captioning_demo-captioning", "Bleu_4", "captioning BLEU-4", None),
+    ("captioning_demo-captioning", "METEOR", "captioning METEOR", None),
+    ("captioning_demo-captioning", "CIDEr", "captioning CIDEr", 1.0),
+)
+PERCENT_METRICS = ("t2v_R1", "t2v_R5", "t2v_R10", "acc")  # reported by the tasks in percent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0, help="seed of the demo dataset (and of training)")
+    p.add_argument("--data", default=None, help="dataset folder (default _datasets/demo[_seedN])")
+    p.add_argument("--out", default="_snapshot/demo", help="report folder; the run goes to OUT/run")
+    p.add_argument("--n_train", type=int, default=600)
+    p.add_argument("--n_val", type=int, default=60)
+    p.add_argument("--n_test", type=int, default=60)
+    p.add_argument("--size_epoch", type=int, default=None, help="override the config's epochs")
+    p.add_argument("--steps_per_epoch", type=int, default=None, help="override the config's steps/epoch")
+    p.add_argument("--pretrain_epochs", type=int, default=0, help="brief MLM + matching pretraining first")
+    p.add_argument("--quick", action="store_true", help="small and short (CI): " + json.dumps(QUICK))
+    p.add_argument("--workers", type=int, default=2, help="extraction processes")
+    p.add_argument("overrides", nargs="*", help="extra --key value pairs for the multi-task config")
+    args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            if getattr(args, k) in (None, p.get_default(k)):
+                setattr(args, k, v)
+    return args
+
+
+# ------------------------------------------------------------------------------------------------ steps
+
+
+def build_data(args: argparse.Namespace) -> Path:
+    data = Path(args.data or ("_datasets/demo" if args.seed == 0 else f"_datasets/demo_seed{args.seed}"))
+    if args.quick and args.data is None:
+        data = data.with_name(data.name + "_quick")
+    print(f"[1/4] demo data → {data}", flush=True)
+    make_demo_dataset(
+        data, seed=args.seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, workers=args.workers
+    )
+    return data
+
+
+def run_argv(args: argparse.Namespace, data: Path, out: Path) -> list[str]:
+    argv = [
+        "--config",
+        str(CONFIG),
+        "--data_dir",
+        str(data),
+        "--path_output",
+        str(out),
+        "--seed",
+        str(args.seed),
+    ]
+    for key in ("size_epoch", "steps_per_epoch"):
+        if getattr(args, key) is not None:
+            argv += [f"--{key}", str(getattr(args, key))]
+    if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        print(f"      resuming the run in {out}", flush=True)
+        argv += ["--resume", "true"]
+    return argv + list(args.overrides)
+
+
+def pretrain(args: argparse.Namespace, data: Path, out: Path) -> Path | None:
+    """Brief MLM + matching pretraining on the demo captions; returns its model folder."""
+    if args.pretrain_epochs <= 0:
+        return None
+    run_dir = out / "pretrain"
+    model_dir = run_dir / "model"
+    print(f"[2/4] pretraining (MLM + matching) → {run_dir}", flush=True)
+    if (run_dir / "metrics.json").is_file():
+        return model_dir
+    from lib.tasks.run import run
+
+    argv = run_argv(args, data, run_dir) + [
+        "--type", "pretrain", "--task", "demo-pretrain", "--dataset", "demo",
+        "--datasets", "[]", "--size_epoch", str(args.pretrain_epochs),
+    ]  # fmt: skip
+    run("pretrain", argv)
+    return model_dir
+
+
+def train_all_tasks(args: argparse.Namespace, data: Path, out: Path, init: Path | None) -> dict[str, float]:
+    run_dir = out / "run"
+    print(f"[3/4] one model, every task → {run_dir}", flush=True)
+    if (run_dir / "metrics.json").is_file():
+        print("      (finished run found: reusing it)", flush=True)
+        return json.loads((run_dir / "metrics.json").read_text())
+    from lib.tasks.run import run
+
+    argv = run_argv(args, data, run_dir) + (["--path_ckpt", str(init)] if init else [])
+    return run("multi-task", argv)
+
+
+# ------------------------------------------------------------------------------------------ chance levels
+
+
+def chance_levels(data: Path) -> dict[tuple[str, str], float]:
+    """What a model that ignores the video scores on the same test split (computed, not assumed)."""
+    ret = load_annotations(data / "txt_demo-retrieval.json", "retrieval", splits=["test"])["test"]
+    n_videos = len({r.video for r in ret})
+    qa = load_annotations(data / "txt_demo-qa.json", "qa_open", splits=["train", "test"])
+    answers_by_type: dict[str, set[str]] = defaultdict(set)
+    for item in qa["train"]:
+        answers_by_type[item.qtype or ""].add(item.answer_text)
+    test_types = Counter(item.qtype or "" for item in qa["test"])
+    qa_chance = sum(n / max(1, len(answers_by_type[t])) for t, n in test_types.items()) / sum(
+        test_types.values()
+    )
+    chance: dict[tuple[str, str], float] = {
+        ("retrieval_demo-retrieval", f"t2v_R{k}"): min(1.0, k / n_videos) for k in (1, 5, 10)
+    }
+    chance[("qaoe_demo-qa", "acc")] = qa_chance
+    for t, _n in test_types.items():
+        chance[("qaoe_demo-qa", f"acc_type/{t}")] = 1 / max(1, len(answers_by_type[t]))
+    chance[("qamc_demo-mc", "acc")] = chance[("qamc_demo-retmc", "acc")] = 1 / 5
+    chance.update(caption_chance(data))
+    return chance
+
+
+def caption_chance(data: Path) -> dict[tuple[str, str], float]:
+    """Scores of captions drawn at random from the training captions (a video-blind captioner)."""
+    from lib.metrics.caption import coco_scores
+
+    ann = load_annotations(data / "txt_demo-captioning.json", "caption", splits=["train", "test"])
+    pool = [r.text for r in ann["train"]]
+    refs: dict[str, list[str]] = defaultdict(list)
+    for r in ann["test"]:
+        refs[r.video].append(r.text)
+    rng = random.Random(0)
+    preds = {v: rng.choice(pool) for v in refs}
+    scores = coco_scores(preds, refs, backend="python")
+    return {("captioning_demo-captioning", k): v for k, v in scores.items()}
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def table_rows(metrics: dict[str, float], chance: dict[tuple[str, str], float]) -> list[dict[str, Any]]:
+    rows = []
+    extra = sorted(k.split("/", 3)[3] for k in metrics if k.startswith("qaoe_demo-qa/test/acc_type/"))
+    specs = list(ROWS)
+    qa_at = next(i for i, r in enumerate(specs) if r[0] == "qaoe_demo-qa") + 1
+    specs[qa_at:qa_at] = [
+        ("qaoe_demo-qa", f"acc_type/{t}", f"  QA accuracy: {t} questions", None) for t in extra
+    ]
+    for task, metric, label, target in specs:
+        key = f"{task}/test/{metric}"
+        if key not in metrics:
+            continue
+        value = metrics[key] / 100 if metric.split("/")[0] in PERCENT_METRICS else metrics[key]
+        rows.append(
+            {
+                "metric": label,
+                "key": key,
+                "value": value,
+                "chance": chance.get((task, metric)),
+                "target": target,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| metric | test | chance | target |", "|---|---:|---:|---:|"]
+    for r in rows:
+        chance = "" if r["chance"] is None else f"{r['chance']:.3f}"
+        target = (
+            ""
+            if r["target"] is None
+            else f"≥ {r['target']:.2f}" + (" ✓" if r["value"] >= r["target"] else " ✗")
+        )
+        lines.append(f"| {r['metric']} | {r['value']:.3f} | {chance} | {target} |")
+    return "\n".join(lines)
+
+
+def plot_curves(run_dir: Path, path: Path) -> None:
+    """Training loss per task and the validation metrics per epoch, from the run's log.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    evals: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for line in (run_dir / "log.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "train" and "loss" in rec:
+            for name, value in rec.items():
+                if name.startswith("loss/"):
+                    losses[name[5:]].append((rec["step"], value))
+            if not any(k.startswith("loss/") for k in rec):
+                losses[rec.get("stream", "all")].append((rec["step"], rec["loss"]))
+        elif rec.get("kind") == "eval":
+            for _task, metric, label, _ in ROWS:
+                key = f"{_task}/val/{metric}"
+                if key in rec and metric in ("t2v_R1", "acc", "CIDEr"):
+                    scale = 100 if metric in PERCENT_METRICS else 1
+                    evals[label].append((rec["epoch"], rec[key] / scale))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, pts in sorted(losses.items()):
+        a.plot(*zip(*pts), label=name, lw=1)
+    a.set(xlabel="step", ylabel="training loss", yscale="log", title="loss per task")
+    a.legend(fontsize=7)
+    for name, pts in sorted(evals.items()):
+        b.plot(*zip(*pts), marker="o", label=name)
+    b.set(xlabel="epoch", ylabel="validation metric", title="validation metrics per epoch")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(out: Path, data: Path, rows: list[dict[str, Any]], metrics: dict, seconds: float) -> None:
+    run_dir = out / "run"
+    curves = out / "curves.png"
+    plot_curves(run_dir, curves)
+    examples = out / "examples.png"
+    example_lines = render_examples(run_dir / "model", data, examples)
+    meta = read_json_object(data / "meta_demo.json") if (data / "meta_demo.json").is_file() else {}
+    text = "\n".join(
+        [
+            "# Demo: one multi-task checkpoint on real encoded videos",
+            "",
+            f"Data: `{data}` ({json.dumps(meta.get('settings', meta.get('config', {})))})  ",
+            f"Checkpoint: `{run_dir / 'model'}`  ",
+            f"Wall time of this command: {seconds / 60:.1f} min",
+            "",
+            "## Test split (held out), with the chance level of a video-blind model",
+            "",
+            format_table(rows),
+            "",
+            "## Training curves",
+            "",
+            "![curves](curves.png)",
+            "",
+            "## Test videos with the model's outputs",
+            "",
+            "![examples](examples.png)",
+            "",
+            *example_lines,
+            "",
+        ]
+    )
+    tmp = out / ".report.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(out / "report.md")
+
+
+def render_examples(model_dir: Path, data: Path, path: Path, n: int = 4) -> list[str]:
+    """A PNG of a few test videos' frames with the model's caption and answers under each."""
+    import cv2
+    import numpy as np
+
+    from lib.api import Lavender
+    from lib.data.frames import decode_jpeg, save_png
+    from lib.data.tsv import TSVFile, frame_columns
+
+    model = Lavender.from_pretrained(model_dir)
+    qa = load_annotations(data / "txt_demo-qa.json", "qa_open", splits=["test"])["test"]
+    by_video: dict[str, list] = defaultdict(list)
+    for item in qa:
+        by_video[item.video].append(item)
+    tsv = TSVFile(data / "img_demo.tsv")
+    panels, lines = [], []
+    for video in list(by_video)[:n]:
+        frames = [decode_jpeg(b) for b in frame_columns(tsv.row(tsv.index_of(video)))]
+        caption = model.caption(frames)
+        texts = [f"{video}", f"caption: {caption}"]
+        lines.append(f"- `{video}`: caption “{caption}”")
+        for item in by_video[video]:
+            answer = model.answer(frames, item.question)
+            texts.append(f"{item.question} -> {answer} (gt {item.answer_text})")
+            lines.append(f"  - {item.question} → **{answer}** (ground truth: {item.answer_text})")
+        strip = np.concatenate([cv2.resize(f, (128, 128)) for f in frames], axis=1)
+        text = np.full((18 * len(texts) + 8, strip.shape[1], 3), 255, np.uint8)
+        for i, t in enumerate(texts):
+            cv2.putText(text, t, (4, 16 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        panels.append(np.concatenate([strip, text], axis=0))
+    width = max(p.shape[1] for p in panels)
+    panels = [np.pad(p, ((0, 6), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
+    save_png(path, np.concatenate(panels, axis=0))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    out = Path(args.out if not args.quick or args.out != "_snapshot/demo" else "_snapshot/demo_quick")
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_data(args)
+    init = pretrain(args, data, out)
+    metrics = train_all_tasks(args, data, out, init)
+    print("[4/4] report", flush=True)
+    chance = chance_levels(data)
+    rows = table_rows(metrics, chance)
+    seconds = time.perf_counter() - started
+    summary = {
+        "data": str(data),
+        "seed": args.seed,
+        "wall_seconds": seconds,
+        "metrics": {
+            r["key"]: {"value": r["value"], "chance": r["chance"], "target": r["target"]} for r in rows
+        },
+    }
+    write_json_atomic(out / "metrics.json", summary, indent=2)
+    write_report(out, data, rows, metrics, seconds)
+    print()
+    print(format_table(rows))
+    print(f"\nreport: {out / 'report.md'}  ({seconds / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
