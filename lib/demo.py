@@ -188,7 +188,7 @@ def table_rows(metrics: dict[str, float], chance: dict[tuple[str, str], float]) 
         key = f"{task}/test/{metric}"
         if key not in metrics:
             continue
-        value = metrics[key] / 100 if metric.split("/")[0] in PERCENT_METRICS else metrics[key]
+        value = metrics[key] / 100 if metric.startswith(PERCENT_METRICS) else metrics[key]
         rows.append(
             {
                 "metric": label,
