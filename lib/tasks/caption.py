@@ -26,43 +26,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lib.data.annotations import load_annotations, write_json_atomic
+from lib.data.annotations import write_json_atomic
 from lib.engine import distributed as D
-from lib.engine.trainer import TrainStream
 from lib.metrics.caption import coco_scores
 from lib.model import layouts
-from lib.tasks.common import Task, clip_dataset, eval_batches, model_device, open_store, txt_path
+from lib.tasks.common import AnnotatedTask, clip_dataset, eval_batches, model_device
 from lib.tasks.decode import caption_videos
 from lib.tasks.pretrain import masked_token_loss, stack_clips_padded
 from lib.tasks.retrieval import caption_text
 
 
-class CaptionTask(Task):
+class CaptionTask(AnnotatedTask):
     family = "captioning"
     kind = "caption"
 
     def __init__(self, cfg, tokenizer, name: str | None = None):
         super().__init__(cfg, tokenizer, name)
-        self.store = open_store(cfg, cfg.dataset)
-        self.ann = load_annotations(
-            txt_path(cfg, cfg.task),
-            self.kind,
-            video_ids=self.store.ids(),
-            on_error=cfg.on_bad_item,
-        )
         self.beam_size = cfg.beam_size
         self.backend = cfg.caption_eval_backend
 
-    def eval_splits(self) -> list[str]:
-        return [s for s in ("val", "test") if s in self.ann.splits and len(self.ann[s])]
-
     # ---- training
-
-    def train_stream(self) -> TrainStream | None:
-        if "train" not in self.ann.splits or not len(self.ann["train"]):
-            return None
-        dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True)
-        return TrainStream(self.name, dataset, self.collate_train, self.cfg.size_batch, self.step)
 
     def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         rng = random.Random(random.getrandbits(64))

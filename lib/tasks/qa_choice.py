@@ -28,8 +28,8 @@ from lib.data.datasets import stack_clips
 from lib.engine.config import Config
 from lib.metrics.qa import mc_accuracy
 from lib.model import layouts
-from lib.tasks.common import expand_video
-from lib.tasks.qa_open import AnnotatedTask, masked_labels, masked_logits
+from lib.tasks.common import AnnotatedTask, expand_video
+from lib.tasks.qa_open import masked_labels, masked_logits
 
 
 class ChoiceTask(AnnotatedTask):

@@ -33,50 +33,24 @@ is shared with :mod:`lib.tasks.qa_choice`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from lib.data.annotations import AnnotationError, OpenQAItem, RecordList, load_annotations
+from lib.data.annotations import AnnotationError, OpenQAItem, RecordList
 from lib.data.datasets import stack_clips
-from lib.engine import distributed as D
 from lib.engine.config import Config, ConfigError
-from lib.engine.trainer import TrainStream
 from lib.metrics.qa import accuracy_by_type, normalize_answer, qa_report
 from lib.model import layouts
-from lib.tasks.common import (
-    Task,
-    clip_dataset,
-    eval_batches,
-    expand_video,
-    logits_at,
-    model_device,
-    open_store,
-    txt_path,
-)
+from lib.tasks.common import AnnotatedTask, expand_video, logits_at
 
 logger = logging.getLogger(__name__)
 
 TOP_K = 5
 MAX_ANSWER_PIECES = 8
 BLANK = "[MASK]"
-
-
-def eval_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """An evaluation batch: each distinct video's clip once (questions of one video often sit together),
-    ``row_video`` = the clip of each item, the items' indices into their split, and their records."""
-    firsts: dict[str, dict[str, Any]] = {}
-    for item in items:
-        firsts.setdefault(item["id"], item)
-    column = {video: i for i, video in enumerate(firsts)}
-    return {
-        "video": stack_clips(list(firsts.values())),
-        "row_video": torch.tensor([column[item["id"]] for item in items]),
-        "index": [item["index"] for item in items],
-        "records": [item["record"] for item in items],
-    }
 
 
 def masked_logits(model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout) -> torch.Tensor:
@@ -87,85 +61,6 @@ def masked_logits(model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts
 def masked_labels(layout: layouts.Layout, device: torch.device) -> torch.Tensor:
     """(B, n_masks) labels at the layout's [MASK]s."""
     return layout.labels.gather(1, layout.mask_index()).to(device)
-
-
-class AnnotatedTask(Task):
-    """A task over one annotation file (``txt_{task}.json``) of ``kind`` and one frame store.
-
-    Items whose video is not in the store (or that are malformed) raise an error naming the file, split,
-    item and key; with ``on_bad_item: skip`` they are skipped, counted per split, and counted as wrong
-    answers by :meth:`official_size`. Subclasses give ``collate_train``/``step`` and ``evaluate``.
-    """
-
-    kind = ""
-
-    def __init__(self, cfg: Config, tokenizer, name: str | None = None):
-        super().__init__(cfg, tokenizer, name)
-        self.on_bad_item = cfg.on_bad_item
-        self.store = open_store(cfg, cfg.dataset)
-        self.ann = load_annotations(
-            txt_path(cfg, cfg.task),
-            self.kind,
-            video_ids=self.store.ids(),
-            on_error=self.on_bad_item,
-            **self.annotation_options(),
-        )
-
-    def annotation_options(self) -> dict[str, Any]:
-        """Extra keyword arguments of :func:`load_annotations` for this kind."""
-        return {}
-
-    def first_record(self) -> Any | None:
-        """The first item of the file (train, then val, then test), to detect its style."""
-        return next((records[0] for records in self.ann.splits.values() if len(records)), None)
-
-    def eval_splits(self) -> list[str]:
-        return [s for s in ("val", "test") if s in self.ann.splits and len(self.ann[s])]
-
-    def official_size(self, split: str) -> int:
-        """The accuracy denominator: every item of the split in the file (skipped ones included), and at
-        least ``size_test`` on the test split (questions missing from the file count as wrong)."""
-        n = len(self.ann[split]) + self.ann.skipped.get(split, 0)
-        return max(n, self.cfg.size_test) if split == "test" else n
-
-    # ---- training
-
-    def train_stream(self) -> TrainStream | None:
-        if "train" not in self.ann.splits or not len(self.ann["train"]):
-            return None
-        dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True)
-        return TrainStream(self.name, dataset, self.collate_train, self.cfg.size_batch, self.step)
-
-    def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def step(self, model, batch: dict[str, Any]) -> dict:
-        raise NotImplementedError
-
-    # ---- evaluation
-
-    def predict(self, model, split: str, predict_batch: Callable[..., Sequence[Any]]) -> list[Any]:
-        """One result per item of ``split``, in file order, on every rank.
-
-        ``predict_batch(model, video_feat, video_mask, records) -> [result per record]`` runs on this
-        rank's share of the items (each distinct video of a batch encoded once, its tokens repeated for
-        its records); the shares are gathered so that every item is counted exactly once.
-        """
-        records = self.ann[split]
-        dataset = clip_dataset(self.cfg, self.store, records, train=False)
-        device = model_device(model)
-        local: list[tuple[int, Any]] = []
-        for batch in eval_batches(dataset, self.cfg.size_batch, eval_collate, self.cfg.n_workers):
-            feat, mask = model.encode_video(batch["video"].to(device))
-            feat, mask = expand_video(feat, mask, batch["row_video"])
-            local += zip(batch["index"], predict_batch(model, feat, mask, batch["records"]))
-        gathered = D.gather_eval(local)
-        if [i for i, _ in gathered] != list(range(len(records))):
-            raise RuntimeError(
-                f"{self.name}/{split}: evaluation gathered {len(gathered)} results for {len(records)} items "
-                "(not each item exactly once); the ranks disagree on the split"
-            )
-        return [result for _, result in gathered]
 
 
 def max_answer_pieces(size_txt: int) -> int:

@@ -21,22 +21,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.data.annotations import CaptionItem, load_annotations
+from lib.data.annotations import CaptionItem
 from lib.data.datasets import stack_clips
 from lib.engine import distributed as D
-from lib.engine.trainer import TrainStream
 from lib.metrics.retrieval import retrieval_metrics
 from lib.model import layouts
 from lib.tasks.common import (
-    Task,
+    AnnotatedTask,
     clip_dataset,
     eval_batches,
     expand_video,
     logits_at,
     model_device,
-    open_store,
     supervised_labels,
-    txt_path,
 )
 
 
@@ -81,28 +78,15 @@ def vtm_loss_on_features(
     return {"loss": loss, "acc": (logits.argmax(-1) == labels).float().mean()}
 
 
-class RetrievalTask(Task):
+class RetrievalTask(AnnotatedTask):
     family = "retrieval"
     kind = "retrieval"
 
     def __init__(self, cfg, tokenizer, name: str | None = None):
         super().__init__(cfg, tokenizer, name)
-        self.store = open_store(cfg, cfg.dataset)
-        self.ann = load_annotations(
-            txt_path(cfg, cfg.task), self.kind, video_ids=self.store.ids(), on_error=cfg.on_bad_item
-        )
         self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
 
-    def eval_splits(self) -> list[str]:
-        return [s for s in ("val", "test") if s in self.ann.splits and len(self.ann[s])]
-
     # ---- training
-
-    def train_stream(self) -> TrainStream | None:
-        if "train" not in self.ann.splits or not len(self.ann["train"]):
-            return None
-        dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True)
-        return TrainStream(self.name, dataset, self.collate_train, self.cfg.size_batch, self.step)
 
     def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         rng = random.Random(random.getrandbits(64))

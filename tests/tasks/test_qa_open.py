@@ -13,9 +13,9 @@ import torch
 from lib.data.annotations import AnnotationError
 from lib.engine.config import Config, load_config
 from lib.model.layouts import IGNORE_INDEX
-from lib.tasks.common import clip_dataset
+from lib.tasks.common import clip_dataset, eval_collate
 from lib.tasks.model_io import build_model
-from lib.tasks.qa_open import OpenQATask, eval_collate
+from lib.tasks.qa_open import OpenQATask
 
 REPO = Path(__file__).resolve().parents[2]
 
