@@ -180,6 +180,14 @@ def _decode_key(raw: bytes, where: str) -> str:
         raise TSVError(f"{where}: column 0 (the id) is not UTF-8: {raw[:60]!r}") from None
 
 
+def first_rows(keys: Iterable[str]) -> dict[str, int]:
+    """Key → row number of its first occurrence."""
+    table: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        table.setdefault(k, i)
+    return table
+
+
 class TSVFile:
     """Random access to the rows of one TSV through its byte-offset index.
 
@@ -294,10 +302,7 @@ class TSVFile:
     def index_of(self, key: str) -> int:
         """Row number of ``key`` (its first occurrence); KeyError naming the file if absent."""
         if self._key_to_row is None:
-            table: dict[str, int] = {}
-            for i, k in enumerate(self.keys()):
-                table.setdefault(k, i)
-            self._key_to_row = table
+            self._key_to_row = first_rows(self.keys())
         try:
             return self._key_to_row[key]
         except KeyError:
@@ -552,10 +557,7 @@ class MultiTSV:
 
     def index_of(self, key: str) -> int:
         if self._key_to_row is None:
-            table: dict[str, int] = {}
-            for i, k in enumerate(self.keys()):
-                table.setdefault(k, i)
-            self._key_to_row = table
+            self._key_to_row = first_rows(self.keys())
         try:
             return self._key_to_row[key]
         except KeyError:

@@ -9,6 +9,22 @@ import pytest
 from lib.data.synthetic import make_demo_dataset
 
 
+@pytest.fixture(scope="module")
+def built(demo_data, minilm_dir):
+    """A tiny multi-task checkpoint folder saved through the engine's hook (see api_checkpoint.py)."""
+    from api_checkpoint import build_checkpoint
+
+    return build_checkpoint(demo_data, minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def api(built):
+    """The tiny checkpoint loaded with the Python API."""
+    from lib.api import Lavender
+
+    return Lavender.from_pretrained(built.folder, device="cpu")
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")

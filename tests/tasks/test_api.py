@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from api_checkpoint import Built, build_checkpoint
 
 from lib.api import Lavender, LavenderWarning, Video
 from lib.data.extract import extract_videos
@@ -27,16 +26,6 @@ from lib.tasks.run import run
 QUESTION = "what color is the small circle?"
 OPTIONS = ["red", "green", "blue", "yellow", "white"]
 TEXT = "two large red circles move left"
-
-
-@pytest.fixture(scope="module")
-def built(demo_data, minilm_dir) -> Built:
-    return build_checkpoint(demo_data, minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def api(built) -> Lavender:
-    return Lavender.from_pretrained(built.folder, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from api_checkpoint import Built, build_checkpoint
 
-from lib.api import Lavender
 from lib.data.extract import extract_videos
 from lib.predict import main
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def built(demo_data, minilm_dir) -> Built:
-    return build_checkpoint(demo_data, minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def api(built) -> Lavender:
-    return Lavender.from_pretrained(built.folder, device="cpu")
 
 
 @pytest.fixture(scope="module")
