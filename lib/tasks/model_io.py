@@ -66,6 +66,7 @@ def model_config(cfg: Config) -> LavenderConfig:
         "txt_backbone_embed_only": cfg.txt_backbone_embed_only,
         "enable_task_token": cfg.enable_task_token,
         "use_checkpoint": cfg.use_checkpoint,
+        "swin_drop_path": cfg.vis_drop_path,
     }
     for ours, key in (
         ("swin_embed_dim", "vis_embed_dim"),

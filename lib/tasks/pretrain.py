@@ -260,7 +260,11 @@ class PretrainTask(Task):
                 continue
             dataset = clip_dataset(self.cfg, source.store, records, train=True)
             name = self.name if len(self.sources) == 1 else f"{self.name}/{source.name}"
-            streams.append(TrainStream(name, dataset, self.collate_train, self.cfg.size_batch, self.step))
+            streams.append(
+                TrainStream(
+                    name, dataset, self.collate_train, self.cfg.size_batch, self.step, self.cfg.task_weight
+                )
+            )
         return streams
 
     def train_stream(self) -> TrainStream | None:
@@ -367,8 +371,7 @@ class PretrainTask(Task):
         layout = layouts.vtm(self.tok, [texts[j] for c in candidates for j in c], self.cfg.size_txt)
         pair_video = torch.repeat_interleave(torch.arange(len(candidates)), torch.tensor(counts))
         feat, mask = expand_video(feat, mask, pair_video)
-        ratio = self.cfg.tf_score == "ratio"
-        score = layouts.true_false_ratio if ratio else layouts.true_false_prob
+        score = layouts.true_false_ranker(self.cfg.tf_score)
         scores = score(
             logits_at(model, feat, mask, layout, layout.mask_pos).float(), self.true_id, self.false_id
         ).cpu()

@@ -80,3 +80,20 @@ def test_schedule_values_warmup_then_linear_to_zero():
     restored = build_scheduler(build_optimizer(Model(), Config({"lr": 1.0})), 20, 0.1)
     restored.load_state_dict(sched.state_dict())
     assert restored.get_last_lr() == pytest.approx(sched.get_last_lr())
+
+
+def test_build_optimizer_fuses_on_cpu_and_steps_like_the_per_tensor_loop():
+    cfg = Config({"lr": 1e-2, "decay": 0.05})
+    models = [Model(), Model()]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = build_optimizer(models[0], cfg)
+    assert fused.defaults["fused"] is True
+    loop = torch.optim.AdamW(param_groups(models[1], cfg.lr, cfg.decay), betas=(0.9, 0.98), eps=1e-8)
+    x = torch.randn(3, 4)
+    for _ in range(3):
+        for model, opt in zip(models, (fused, loop)):
+            opt.zero_grad()
+            (model.fc(model.emb.weight[:3] + x).square().sum() + model.enc_img.swin.scale.sum()).backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
