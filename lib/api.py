@@ -625,9 +625,10 @@ class Lavender:
                     feat, mask, torch.arange(len(chunk), device=feat.device).repeat_interleave(n)
                 )
                 logits = masked_logits(self.model, feat, mask, layout)[:, 0]
-                score = layouts.true_false_ratio if ratio else layouts.true_false_prob
-                scores = score(logits, self.true_id, self.false_id).view(-1, n)
-            best = scores.argmax(-1).tolist()
+                ranker = layouts.true_false_ranker(entry.get("tf_score", "prob"))
+                rank = ranker(logits, self.true_id, self.false_id).view(-1, n)
+                scores = rank if ratio else torch.sigmoid(rank)  # shown as p("true")
+            best = (scores if style == "sequence" else rank).argmax(-1).tolist()
             return [
                 {"answer": o[b], "index": b, "scores": s}
                 for o, b, s in zip(opts, best, scores.cpu().tolist())
@@ -645,13 +646,19 @@ class Lavender:
         text_of: torch.Tensor,
         video_of: torch.Tensor,
         entry: dict,
+        probability: bool = False,
     ) -> torch.Tensor:
-        """The true/false score of each (text_of[i], video_of[i]) pair, ``pair_batch`` fusion rows at a time
-        (as :meth:`lib.tasks.retrieval.RetrievalTask.score_pairs`)."""
+        """The true/false ranking score of each (text_of[i], video_of[i]) pair, ``pair_batch`` fusion rows
+        at a time (as :meth:`lib.tasks.retrieval.RetrievalTask.score_pairs`); p("true") if ``probability``."""
         layout = layouts.vtm(self.tok, texts, entry["size_txt"])
         ids, text_mask, pos = (x.to(self.device) for x in (layout.ids, layout.mask, layout.mask_pos))
         emb = self.model.embed_text(ids)
-        score = layouts.true_false_ratio if entry.get("tf_score") == "ratio" else layouts.true_false_prob
+        ratio = entry.get("tf_score") == "ratio"
+        score = (
+            layouts.true_false_ratio
+            if ratio
+            else (layouts.true_false_prob if probability else layouts.true_false_logodds)
+        )
         out = torch.empty(len(text_of))
         step = max(1, int(entry.get("pair_batch", 256)))
         for start in range(0, len(out), step):
@@ -675,12 +682,13 @@ class Lavender:
         feats, masks = self._encode(items, entry)
         video_of = torch.arange(n) if len(items) > 1 else torch.zeros(n, dtype=torch.long)
         text_of = torch.arange(n) if len(ts) > 1 else torch.zeros(n, dtype=torch.long)
-        scores = self._pair_scores(ts, feats, masks, text_of, video_of, entry).tolist()
+        scores = self._pair_scores(ts, feats, masks, text_of, video_of, entry, probability=True).tolist()
         return scores[0] if one_video and one_text else scores
 
     @_inference
     def scores(self, texts: Sequence[str], videos: VideoInput, *, task: str | None = None) -> np.ndarray:
-        """(len(texts), len(videos)) true/false scores of every text against every video."""
+        """(len(texts), len(videos)) true/false ranking scores of every text against every video (the log-odds
+        of "true" by default: the order of p("true"), without ties where it rounds to 1.0)."""
         _, ts = _as_list(texts, lambda t: isinstance(t, str))
         _, items = _as_list(videos, is_single_video)
         entry = self._entry("match", task)

@@ -11,9 +11,11 @@ video; every caption is a query, as in the reference's evaluation).
 Rank (1-based) of a query = 1 + the number of NON-ground-truth candidates that beat its best-scored
 ground truth. Ties with non-ground-truth candidates are:
 
-* ``ties="optimistic"`` (default, the usual convention): only strictly higher scores count, so a tie is
-  resolved in the ground truth's favour: ``rank = 1 + #{c not in GT: s_c > s_gt}``;
-* ``ties="pessimistic"``: ties count against the ground truth: ``rank = 1 + #{c not in GT: s_c >= s_gt}``.
+* ``ties="pessimistic"`` (default): ties count against the ground truth:
+  ``rank = 1 + #{c not in GT: s_c >= s_gt}``, so a model that gives many videos the same score is never
+  credited for it (a collapsed matching head used to report a high R@1 this way);
+* ``ties="optimistic"``: only strictly higher scores count, a tie is resolved in the ground truth's favour:
+  ``rank = 1 + #{c not in GT: s_c > s_gt}``.
 
 The two agree whenever scores are distinct; a large gap between them flags a degenerate model (e.g.
 constant scores give rank 1 optimistically and rank N pessimistically). Other ground truths of the same
@@ -32,7 +34,7 @@ TIES = ("optimistic", "pessimistic")
 DEFAULT_KS = (1, 5, 10)
 
 
-def ground_truth_ranks(scores, ground_truth: np.ndarray, ties: str = "optimistic") -> np.ndarray:
+def ground_truth_ranks(scores, ground_truth: np.ndarray, ties: str = "pessimistic") -> np.ndarray:
     """Rank (1-based) of each query's best ground truth.
 
     ``scores``: (n_queries, n_candidates); ``ground_truth``: boolean (n_queries, n_candidates), True at the
@@ -52,14 +54,14 @@ def ground_truth_ranks(scores, ground_truth: np.ndarray, ties: str = "optimistic
     return 1 + (beats & ~gt).sum(axis=1).astype(np.int64)
 
 
-def t2v_ranks(scores, text_to_video: Sequence[int], ties: str = "optimistic") -> np.ndarray:
+def t2v_ranks(scores, text_to_video: Sequence[int], ties: str = "pessimistic") -> np.ndarray:
     """Text → video rank of each text's ground-truth video. Returns (n_text,)."""
     s = _as_matrix(scores)
     return ground_truth_ranks(s, _gt_mask(text_to_video, s.shape), ties)
 
 
 def v2t_ranks(
-    scores, text_to_video: Sequence[int], ties: str = "optimistic"
+    scores, text_to_video: Sequence[int], ties: str = "pessimistic"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Video → text ranks: (video indices that have texts, best rank among each one's texts)."""
     s = _as_matrix(scores)
@@ -79,7 +81,7 @@ def rank_summary(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str,
 
 
 def retrieval_metrics(
-    scores, text_to_video: Sequence[int], ties: str = "optimistic", ks: Sequence[int] = DEFAULT_KS
+    scores, text_to_video: Sequence[int], ties: str = "pessimistic", ks: Sequence[int] = DEFAULT_KS
 ) -> dict[str, float]:
     """Both directions: ``t2v_R1, t2v_R5, t2v_R10, t2v_MedR, t2v_MeanR, t2v_n`` and the same with ``v2t_``."""
     t2v = rank_summary(t2v_ranks(scores, text_to_video, ties), ks)
@@ -106,8 +108,9 @@ def _gt_mask(text_to_video: Sequence[int], shape: tuple[int, int]) -> np.ndarray
         raise ValueError(f"text_to_video has {gt_index.size} entries for {n_text} texts (score rows)")
     bad = np.flatnonzero((gt_index < 0) | (gt_index >= n_video))
     if bad.size:
-        raise ValueError(f"text_to_video[{bad[0]}] = {gt_index[bad[0]]} is not a video index "
-                         f"in 0..{n_video - 1}")
+        raise ValueError(
+            f"text_to_video[{bad[0]}] = {gt_index[bad[0]]} is not a video index in 0..{n_video - 1}"
+        )
     mask = np.zeros(shape, dtype=bool)
     mask[np.arange(n_text), gt_index] = True
     return mask

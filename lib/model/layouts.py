@@ -47,15 +47,16 @@ counted wrong; :attr:`AnswerCandidates.n_multi` is the count to report alongside
 True/false scoring
 ------------------
 :func:`true_false_prob` is the 2-way softmax over the "true"/"false" logits (= sigmoid of their
-difference): a probability for any logits. :func:`true_false_ratio` is the reference's
-``l_true / (l_true + l_false)`` on RAW logits, kept only to reproduce published numbers: it is not
-monotone in the evidence (a negative or near-zero sum flips or explodes it) and can rank candidates
-differently from the softmax.
+difference): a probability for any logits. Rankings (retrieval, retrieval-style multiple choice) use its
+log-odds, :func:`true_false_logodds`, which orders the same way but cannot round to a tie at 1.0.
+:func:`true_false_ratio` is the reference's ``l_true / (l_true + l_false)`` on RAW logits, kept only to
+reproduce published numbers: it is not monotone in the evidence (a negative or near-zero sum flips or
+explodes it) and can rank candidates differently from the softmax.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -227,8 +228,10 @@ def _n_options(what: str, questions, options, answers) -> int:
     counts = {len(o) for o in options}
     if len(counts) > 1:
         bad = next(i for i, o in enumerate(options) if len(o) != len(options[0]))
-        raise ValueError(f"{what}: row {bad} has {len(options[bad])} options, row 0 has {len(options[0])}; "
-                         "every question needs the same number of options")
+        raise ValueError(
+            f"{what}: row {bad} has {len(options[bad])} options, row 0 has {len(options[0])}; "
+            "every question needs the same number of options"
+        )
     n_options = counts.pop() if counts else 0
     for i, a in enumerate(answers or []):
         if not 0 <= int(a) < n_options:
@@ -241,6 +244,19 @@ def true_false_prob(logits: torch.Tensor, true_id: int, false_id: int) -> torch.
     ``sigmoid(l_true - l_false)``. Shape (...)."""
     logits = logits.float()
     return torch.sigmoid(logits[..., true_id] - logits[..., false_id])
+
+
+def true_false_logodds(logits: torch.Tensor, true_id: int, false_id: int) -> torch.Tensor:
+    """``log p(true) - log p(false) = l_true - l_false``: orders pairs exactly as :func:`true_false_prob` but
+    never saturates (the sigmoid rounds to 1.0 in float32 past a margin of ~17, tying confident pairs)."""
+    logits = logits.float()
+    return logits[..., true_id] - logits[..., false_id]
+
+
+def true_false_ranker(tf_score: str) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
+    """The score that RANKS pairs for a config's ``tf_score``: the log-odds for "prob" (same order as the
+    probability, without float ties), the reference's ratio for "ratio"."""
+    return true_false_ratio if tf_score == "ratio" else true_false_logodds
 
 
 def true_false_ratio(logits: torch.Tensor, true_id: int, false_id: int) -> torch.Tensor:
@@ -300,8 +316,10 @@ def fill_blank(
     for i, pieces in enumerate(_pieces(tok, sentences, "fill_blank")):
         blanks = [j for j, t in enumerate(pieces) if t == tok.mask_token_id]
         if len(blanks) != 1:
-            raise ValueError(f"fill_blank: sentence {i} has {len(blanks)} '[MASK]' blanks, needs exactly "
-                             f"one: {sentences[i]!r:.120}")
+            raise ValueError(
+                f"fill_blank: sentence {i} has {len(blanks)} '[MASK]' blanks, needs exactly "
+                f"one: {sentences[i]!r:.120}"
+            )
         b = blanks[0]
         pieces = [*pieces[:b], *[tok.mask_token_id] * n_masks, *pieces[b + 1 :]]
         start = 0 if b + n_masks <= budget else min(b - (budget - n_masks) // 2, len(pieces) - budget)
@@ -357,8 +375,10 @@ def score_candidates(log_probs: torch.Tensor, candidate_ids: torch.Tensor) -> to
     ``candidate_ids``: (C, k). Returns (B, C). With k=1 this ranks like the masked-token softmax.
     """
     if log_probs.dim() != 3 or candidate_ids.dim() != 2 or log_probs.shape[1] != candidate_ids.shape[1]:
-        raise ValueError(f"score_candidates: log_probs {tuple(log_probs.shape)} must be (B, k, V) and "
-                         f"candidate_ids {tuple(candidate_ids.shape)} (C, k) with the same k")
+        raise ValueError(
+            f"score_candidates: log_probs {tuple(log_probs.shape)} must be (B, k, V) and "
+            f"candidate_ids {tuple(candidate_ids.shape)} (C, k) with the same k"
+        )
     k = candidate_ids.shape[1]
     picked = log_probs[:, torch.arange(k, device=log_probs.device)[:, None], candidate_ids.T]  # (B, k, C)
     return picked.float().mean(dim=1)
@@ -378,8 +398,10 @@ def multiple_choice(
     _need("multiple_choice", size_txt, 1)
     n_options = _n_options("multiple_choice", questions, options, answers)
     digits = choice_ids(tok, n_options) if n_options else []
-    texts = [q + "".join(f" [SEP] option {k}: {o}" for k, o in enumerate(opts))
-             for q, opts in zip(questions, options)]
+    texts = [
+        q + "".join(f" [SEP] option {k}: {o}" for k, o in enumerate(opts))
+        for q, opts in zip(questions, options)
+    ]
     bodies = [p[: size_txt - 1] for p in _pieces(tok, texts, "multiple_choice")]
     rows = [[tok.cls_token_id, *b, tok.mask_token_id, tok.sep_token_id] for b in bodies]
     ids, mask = _pack(rows, size_txt + 3, tok.pad_token_id)
@@ -434,8 +456,10 @@ def caption_train(
     start token intact, matching what decoding always feeds.
     """
     _need("caption_train", size_txt, 2)
-    rows = [[tok.cls_token_id, *c[: size_txt - 2], tok.sep_token_id]
-            for c in _pieces(tok, captions, "caption_train")]
+    rows = [
+        [tok.cls_token_id, *c[: size_txt - 2], tok.sep_token_id]
+        for c in _pieces(tok, captions, "caption_train")
+    ]
     ids, mask = _pack(rows, size_txt, tok.pad_token_id)
     maskable = (ids != tok.pad_token_id) & (ids != tok.mask_token_id)
     if not mask_cls:
@@ -454,12 +478,15 @@ def caption_step(tok, prefix_ids: torch.Tensor, size_txt: int) -> Layout:
     is predicted at ``mask_pos`` = t. Greedy or beam search append their choice to the prefix and repeat
     until ``[SEP]`` or ``size_txt`` tokens."""
     if prefix_ids.dim() != 2 or prefix_ids.shape[1] < 1:
-        raise ValueError(f"caption_step: prefix_ids must be (B, t>=1) starting with [CLS], got "
-                         f"{tuple(prefix_ids.shape)}; start from caption_start()")
+        raise ValueError(
+            f"caption_step: prefix_ids must be (B, t>=1) starting with [CLS], got "
+            f"{tuple(prefix_ids.shape)}; start from caption_start()"
+        )
     n, t = prefix_ids.shape
     if t + 1 > size_txt:
-        raise ValueError(f"caption_step: prefix of {t} tokens + [MASK] exceeds size_txt={size_txt}; "
-                         "stop decoding")
+        raise ValueError(
+            f"caption_step: prefix of {t} tokens + [MASK] exceeds size_txt={size_txt}; stop decoding"
+        )
     masks = torch.full((n, 1), tok.mask_token_id, dtype=torch.long, device=prefix_ids.device)
     ids = torch.cat([prefix_ids.long(), masks], dim=1)
     return Layout(
@@ -508,4 +535,3 @@ def _corrupt(
     corrupted[to_mask] = mask_id
     corrupted[to_random] = random_ids[to_random]
     return corrupted, labels
-

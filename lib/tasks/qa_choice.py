@@ -69,7 +69,7 @@ class ChoiceTask(AnnotatedTask):
         if self.style == "sequence":
             digits = logits[:, self.digit_ids]
             return digits / digits.sum(dim=-1, keepdim=True) if self.tf_score == "ratio" else digits
-        score = layouts.true_false_ratio if self.tf_score == "ratio" else layouts.true_false_prob
+        score = layouts.true_false_ranker(self.tf_score)
         return score(logits, self.true_id, self.false_id).view(-1, self.n_options)
 
     # ---- training

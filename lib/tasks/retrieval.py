@@ -126,7 +126,7 @@ class RetrievalTask(AnnotatedTask):
         ids, tmask = layout.ids.to(device), layout.mask.to(device)
         emb = model.embed_text(ids, tmask)
         pos = layout.mask_pos.to(device)
-        score = layouts.true_false_ratio if self.cfg.tf_score == "ratio" else layouts.true_false_prob
+        score = layouts.true_false_ranker(self.cfg.tf_score)
         out = torch.empty(len(texts) * n_v)
         flat_t = torch.arange(len(texts), device=device).repeat_interleave(n_v)
         flat_v = torch.arange(n_v, device=device).repeat(len(texts))

@@ -46,11 +46,11 @@ def test_several_texts_per_video_and_a_video_without_text():
 
 def test_ties_optimistic_and_pessimistic():
     scores = np.array([[0.5, 0.5, 0.5], [0.2, 0.5, 0.5]])
-    assert R.t2v_ranks(scores, [0, 1]).tolist() == [1, 1]
-    assert R.t2v_ranks(scores, [0, 1], ties="pessimistic").tolist() == [3, 2]
+    assert R.t2v_ranks(scores, [0, 1], ties="optimistic").tolist() == [1, 1]
+    assert R.t2v_ranks(scores, [0, 1]).tolist() == [3, 2]  # pessimistic by default
     constant = np.zeros((5, 5))
-    assert R.t2v_ranks(constant, range(5)).tolist() == [1] * 5
-    assert R.t2v_ranks(constant, range(5), ties="pessimistic").tolist() == [5] * 5
+    assert R.t2v_ranks(constant, range(5), ties="optimistic").tolist() == [1] * 5
+    assert R.t2v_ranks(constant, range(5)).tolist() == [5] * 5  # a collapsed model is not credited
     # two ground-truth texts tied with each other never count against one another
     _, ranks = R.v2t_ranks(np.array([[0.5, 0.1], [0.5, 0.1], [0.5, 0.9]]), [0, 0, 1], ties="pessimistic")
     assert ranks.tolist() == [2, 1]  # video 0: text 2 (not GT) ties at .5 → 2; video 1: 1

@@ -309,3 +309,13 @@ def test_layout_to_and_constants(tokenizer):
     assert set(L.TASK_TOKENS) == {"vtm", "mc", "oe", "cap"}
     assert L.PROMPTS["open_qa"] == "answer the question about the video."
     assert set(L.PROMPTS) >= {"vtm", "retrieval_mc", "open_qa", "fill_blank", "multiple_choice", "caption"}
+
+
+def test_ranking_uses_log_odds_which_keep_the_order_where_the_probability_saturates():
+    logits = torch.tensor([[25.0, 0.0], [40.0, 0.0], [1.0, 2.0]])  # margins 25, 40, -1
+    prob = L.true_false_prob(logits, 0, 1)
+    assert prob[0].item() == prob[1].item() == 1.0  # float32 rounds both to 1: a tie in a ranking
+    logodds = L.true_false_ranker("prob")(logits, 0, 1)
+    assert logodds.tolist() == [25.0, 40.0, -1.0]
+    assert torch.equal(torch.sigmoid(logodds[2]), prob[2])  # same order where the probability is exact
+    assert L.true_false_ranker("ratio") is L.true_false_ratio

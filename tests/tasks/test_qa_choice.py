@@ -76,7 +76,7 @@ def test_option_scores_match_scoring_each_option_alone(model_and_tasks, tokenize
             for k, text in enumerate(r.options):
                 layout = layouts.vtm(tokenizer, [f"{r.question} {text}".strip()], retrieval.cfg.size_txt)
                 logits = logits_at(model, feat[i : i + 1], mask[i : i + 1], layout, layout.mask_index())
-                expected = layouts.true_false_prob(logits[0, 0], true_id, false_id)
+                expected = layouts.true_false_logodds(logits[0, 0], true_id, false_id)
                 assert scores[i, k].item() == pytest.approx(expected.item(), abs=1e-5)
 
         records, _ = eval_clips(sequence, 3)  # the same videos: demo-mc and demo-retmc share them
