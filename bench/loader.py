@@ -4,7 +4,10 @@ Both paths run in this one process on the same rows (the reference MSR-VTT frame
 with one thread each (as in a DataLoader worker), in alternating rounds so that machine noise hits both:
 
   floor        cv2.imdecode of the row's 5 JPEGs (base64 already decoded, untimed)
-  TSV → tensor TSVFile.row + frame_columns + load_clip(size_frame=5, ClipTransform(224, train=True))
+  TSV → tensor TSVFile.row + frame_columns + load_clip(size_frame=5, the training loader's transform:
+               ClipTransform(224, train=True, normalize=False) → uint8 crops; the model normalises them
+               on its device, lib.data.frames.normalize_frames)
+  + normalise  the same with float32 ImageNet normalisation in the loader (normalize=True), for comparison
 
 Target: TSV → tensor at >= 70 % of the floor's clips/s. Rates come from the process's CPU time (robust on
 a shared machine) and from wall-clock time; medians over rounds. A per-stage breakdown follows.
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(len(row) != SIZE_FRAME for row in jpeg_rows):
         print(f"error: every row of {args.tsv} must hold {SIZE_FRAME} frames", file=sys.stderr)
         return 2
-    transform = ClipTransform(SIZE_IMG, train=True)
+    transform = ClipTransform(SIZE_IMG, train=True, normalize=False)  # what lib.tasks' loaders use
+    float_transform = ClipTransform(SIZE_IMG, train=True)
     rng = random.Random(0)
     decoded_rows = [[decode_jpeg(f) for f in row] for row in b64_rows]
     clip_u8 = np.zeros((SIZE_FRAME, SIZE_IMG, SIZE_IMG, 3), np.uint8)
@@ -106,15 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     def tsv_to_tensor(i: int) -> torch.Tensor:
         return load_clip(frame_columns(tsv.row(i % n_rows)), SIZE_FRAME, transform, True, rng)
 
+    def tsv_to_float_tensor(i: int) -> torch.Tensor:
+        return load_clip(frame_columns(tsv.row(i % n_rows)), SIZE_FRAME, float_transform, True, rng)
+
     stages: dict[str, Callable[[int], object]] = {
         "read row (TSVFile.row + frame_columns)": lambda i: frame_columns(tsv.row(i % n_rows)),
         "base64 → JPEG bytes (5 frames)": lambda i: [binascii.a2b_base64(f) for f in b64_rows[i % n_rows]],
         "JPEG decode (5 frames) = floor": floor,
-        "resize + crop + normalise (5 frames)": lambda i: transform(decoded_rows[i % n_rows], rng),
+        "resize + crop (5 frames, uint8)": lambda i: transform(decoded_rows[i % n_rows], rng),
+        "resize + crop + normalise (float32)": lambda i: float_transform(decoded_rows[i % n_rows], rng),
         "  of which normalise (one LUT pass)": lambda i: normalize_clip(clip_u8),
     }
 
-    paths = {"floor": floor, "floor+b64": floor_with_base64, "tensor": tsv_to_tensor}
+    paths = {
+        "floor": floor,
+        "floor+b64": floor_with_base64,
+        "tensor": tsv_to_tensor,
+        "float": tsv_to_float_tensor,
+    }
     for fn in (*paths.values(), *stages.values()):  # warm-up
         timed(fn, 20)
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
@@ -125,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in stages.items():
             stage_cpu[name].append(timed(fn, args.clips)[0])
     check = tsv_to_tensor(0)
-    assert check.shape == (SIZE_FRAME, 3, SIZE_IMG, SIZE_IMG) and check.dtype == torch.float32
+    assert check.shape == (SIZE_FRAME, 3, SIZE_IMG, SIZE_IMG) and check.dtype == torch.uint8
+    assert tsv_to_float_tensor(0).dtype == torch.float32
 
     def rate(name: str, which: int) -> float:
         return args.clips / statistics.median(r[which] for r in runs[name])
@@ -142,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = {
         "floor": "bare JPEG decode (floor)",
         "floor+b64": "base64 + JPEG decode",
-        "tensor": "TSV -> tensor (load_clip)",
+        "tensor": "TSV -> tensor (load_clip, uint8: the training loader)",
+        "float": "TSV -> tensor with float normalisation in the loader",
     }
     for name, label in labels.items():
         cpu, wall = rate(name, 0), rate(name, 1)

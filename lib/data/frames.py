@@ -175,8 +175,23 @@ def _pad_to_square(frame: np.ndarray) -> np.ndarray:
     )
 
 
+def normalize_frames(video: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB frames (..., 3, H, W) → float32 ImageNet-normalised, on the tensor's own device.
+
+    The same values as :func:`normalize_clip` (to float32 rounding); used by the model on uint8 batches.
+    """
+    shape = (3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(shape)
+    std = torch.tensor(IMAGENET_STD, device=video.device).view(shape)
+    return (video.float() / 255.0 - mean) / std
+
+
 class ClipTransform:
     """RGB uint8 frames (H, W, 3) → float32 tensor (T, 3, size_img, size_img), ImageNet-normalised.
+
+    ``normalize=False`` returns the uint8 crops instead, as a (T, 3, H, W) view of channels-last memory:
+    the model normalises them on its device (``LavenderModel.encode_video`` takes uint8), which keeps
+    float work out of the loader and sends 4x fewer bytes from DataLoader workers and to the GPU.
 
     ``mode`` is one of :data:`CROP_MODES` (see the module docstring). Random crops happen only with
     ``train=True``; the crop position is drawn once per call (clip) from ``rng`` (or the ``random``
@@ -184,7 +199,14 @@ class ClipTransform:
     one position per frame instead, as the reference did.
     """
 
-    def __init__(self, size_img: int, train: bool, mode: str = "img_rand_crop", per_frame_crop: bool = False):
+    def __init__(
+        self,
+        size_img: int,
+        train: bool,
+        mode: str = "img_rand_crop",
+        per_frame_crop: bool = False,
+        normalize: bool = True,
+    ):
         if mode not in CROP_MODES:
             raise ValueError(f"unknown transform {mode!r}; choose one of {', '.join(CROP_MODES)}")
         if size_img < 1:
@@ -196,6 +218,7 @@ class ClipTransform:
         self.mode = mode
         self.random_crop = train and mode in RANDOM_CROP_MODES
         self.per_frame_crop = per_frame_crop and self.random_crop
+        self.normalize = normalize
 
     def __call__(self, frames: Sequence[np.ndarray], rng: random.Random | None = None) -> torch.Tensor:
         return self.transform_stream(iter(frames), len(frames), rng)
@@ -221,10 +244,12 @@ class ClipTransform:
             if self.per_frame_crop and k > 0:
                 position = rng.random()
             clip[k] = _crop_square(_resize_short_side(frame, size), size, position)
-        return normalize_clip(clip)
+        return normalize_clip(clip) if self.normalize else torch.from_numpy(clip).permute(0, 3, 1, 2)
 
     def __repr__(self) -> str:
-        extra = ", per_frame_crop=True" if self.per_frame_crop else ""
+        extra = (", per_frame_crop=True" if self.per_frame_crop else "") + (
+            "" if self.normalize else ", normalize=False"
+        )
         return f"ClipTransform({self.size_img}, train={self.train}, mode={self.mode!r}{extra})"
 
 

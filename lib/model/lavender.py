@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lib.data.frames import normalize_frames
+
 from .video_swin import ATTN_IMPLS, SWIN_SIZES, SwinTransformer3D
 
 TASK_TOKEN_IDS: dict[str, int] = {"vtm": 0, "mc": 1, "oe": 2, "cap": 3}
@@ -211,9 +213,12 @@ class VideoEncoder(nn.Module):
     def forward(
         self, img: torch.Tensor, frame_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """img (B, T, 3, H, W) normalised -> tokens (B, T*(1+h*w), D) and mask (B, T*(1+h*w)) bool."""
+        """img (B, T, 3, H, W) normalised (or uint8 RGB, normalised here) -> tokens (B, T*(1+h*w), D) and
+        mask (B, T*(1+h*w)) bool."""
         if img.ndim != 5:
             raise ValueError(f"expected video (B, T, 3, H, W), got shape {tuple(img.shape)}")
+        if img.dtype == torch.uint8:
+            img = normalize_frames(img)
         b, t = img.shape[:2]
         if t > self.emb_len.shape[1]:
             raise ValueError(
@@ -495,7 +500,7 @@ class LavenderModel(nn.Module):
     def encode_video(
         self, img: torch.Tensor, frame_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, 3, H, W) ImageNet-normalised frames -> video tokens (B, T*(1+h*w), D) and bool mask.
+        """(B, T, 3, H, W) ImageNet-normalised (or uint8 RGB) frames -> video tokens (B, T*(1+h*w), D), mask.
 
         ``frame_mask`` (B, T), optional, marks padded frames of shorter clips as invalid.
         """

@@ -97,9 +97,11 @@ def open_store(cfg: Config, dataset: str) -> VideoStore:
 
 
 def clip_transform(cfg: Config, train: bool) -> ClipTransform:
-    """The config's spatial transform (the first of ``img_transform``) for training or evaluation."""
+    """The config's spatial transform (the first of ``img_transform``) for training or evaluation; clips stay
+    uint8 (the model normalises them on its device)."""
     modes = cfg.img_transform if isinstance(cfg.img_transform, list) else [cfg.img_transform]
-    return ClipTransform(cfg.size_img, train=train, mode=modes[0] if modes else "img_center_crop")
+    mode = modes[0] if modes else "img_center_crop"
+    return ClipTransform(cfg.size_img, train=train, mode=mode, normalize=False)
 
 
 def eval_batches(dataset: Dataset, batch_size: int, collate_fn: Callable, n_workers: int = 0) -> Iterator:
@@ -175,9 +177,12 @@ class Task:
         return None
 
     def train_streams(self) -> list[TrainStream]:
-        """Every training stream of the task (pretraining has one per dataset)."""
+        """Every training stream of the task (pretraining has one per dataset), weighted by task_weight."""
         stream = self.train_stream()
-        return [] if stream is None else [stream]
+        if stream is None:
+            return []
+        stream.weight *= self.cfg.task_weight
+        return [stream]
 
     def eval_splits(self) -> list[str]:
         """Splits to evaluate (val/test present in the annotation file)."""

@@ -120,6 +120,20 @@ def test_one_clip_scored_against_several_texts(model):
     torch.testing.assert_close(shared, repeated)
 
 
+def test_uint8_frames_are_normalised_on_the_model_s_device(model):
+    from lib.data.frames import ClipTransform
+
+    g = torch.Generator().manual_seed(3)
+    frames = [torch.randint(0, 256, (40, 48, 3), dtype=torch.uint8, generator=g).numpy() for _ in range(4)]
+    as_float = ClipTransform(32, train=False)(frames)
+    as_uint8 = ClipTransform(32, train=False, normalize=False)(frames)
+    assert as_uint8.dtype == torch.uint8 and as_uint8.shape == as_float.shape == (4, 3, 32, 32)
+    with torch.no_grad():
+        a, mask_a = model.encode_video(as_float[None])
+        b, mask_b = model.encode_video(as_uint8[None])
+    assert torch.equal(mask_a, mask_b) and torch.allclose(a, b, atol=1e-5)
+
+
 def test_true_false_score_is_two_way_softmax():
     logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]])
     p = true_false_score(logits, true_id=0, false_id=2)
