@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the demo dataset (and of training)")
     p.add_argument("--data", default=None, help="dataset folder (default _datasets/demo[_seedN])")
     p.add_argument("--out", default="_snapshot/demo", help="report folder; the run goes to OUT/run")
-    p.add_argument("--n_train", type=int, default=600)
+    p.add_argument("--n_train", type=int, default=1200)
     p.add_argument("--n_val", type=int, default=60)
     p.add_argument("--n_test", type=int, default=60)
     p.add_argument("--size_epoch", type=int, default=None, help="override the config's epochs")

@@ -64,8 +64,10 @@ def coco_scores(
         return python_scores(predictions, references)
     if not java_available():
         if backend == "pycocoevalcap":
-            raise RuntimeError("backend='pycocoevalcap' needs a working `java` (Java 8+) on PATH; "
-                               "install one or use backend='python' (no METEOR)")
+            raise RuntimeError(
+                "backend='pycocoevalcap' needs a working `java` (Java 8+) on PATH; "
+                "install one or use backend='python' (no METEOR)"
+            )
         _warn_fallback("no working `java` on PATH")
         return python_scores(predictions, references)
     try:
@@ -291,9 +293,11 @@ def _validate(predictions: Mapping[Hashable, str], references: Mapping[Hashable,
     missing = [i for i in references if i not in predictions]
     extra = [i for i in predictions if i not in references]
     if missing or extra:
-        raise ValueError(f"predictions and references must have the same ids: {len(missing)} references "
-                         f"lack a prediction (e.g. {missing[:3]}), {len(extra)} predictions lack references "
-                         f"(e.g. {extra[:3]})")
+        raise ValueError(
+            f"predictions and references must have the same ids: {len(missing)} references "
+            f"lack a prediction (e.g. {missing[:3]}), {len(extra)} predictions lack references "
+            f"(e.g. {extra[:3]})"
+        )
     if not references:
         raise ValueError("no captions to score (empty references)")
     for i, refs in references.items():

@@ -64,8 +64,10 @@ def qa_report(
     ``denominator`` = max(size_test, n_items), and ``acc_given`` (accuracy over the items given only)."""
     unknown = [i for i in predictions if i not in answers]
     if unknown:
-        raise ValueError(f"{len(unknown)} predictions have ids absent from the ground truth, e.g. "
-                         f"{unknown[:5]}; predictions and answers must come from the same split")
+        raise ValueError(
+            f"{len(unknown)} predictions have ids absent from the ground truth, e.g. "
+            f"{unknown[:5]}; predictions and answers must come from the same split"
+        )
     if size_test is not None and size_test < 1:
         raise ValueError(f"size_test={size_test}; give the official number of test questions or None")
     if k < 1:

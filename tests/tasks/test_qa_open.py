@@ -26,10 +26,10 @@ HAND_ITEMS = [
     ("what does the man wear?", "blue jeans", "clothes"),
     ("how many dogs are there?", "two", "count"),
 ]
-# Distractors include pieces of the multi-piece answers ("cream", "blue"). Not "jeans": the one-[MASK]
-# layout, never trained for "what does the man wear?", then predicts "jeans" with p~0.9, which beats the
-# mean per-piece log-probability of "blue jeans" (the known limit of length-normalised candidate scoring).
-HAND_VOCAB = ["ice cream", "red", "blue jeans", "two", "green", "hot dog", "blue", "cream"]
+# Distractors include a piece of a multi-piece answer ("cream"). Not "jeans" or "blue": the one-[MASK]
+# layout, never trained for "what does the man wear?", may give either a probability that beats the mean
+# per-piece log-probability of "blue jeans" (the known limit of length-normalised candidate scoring).
+HAND_VOCAB = ["ice cream", "red", "blue jeans", "two", "green", "hot dog", "cream"]
 
 
 def qa_config(tiny_args: list[str], *extra: str) -> Config:
@@ -118,7 +118,7 @@ def test_batches_are_grouped_by_answer_piece_count(tiny_args, tmp_path, tokenize
         assert (layout.labels[row] != IGNORE_INDEX).sum() == 2
     # candidates: every vocab answer, grouped by piece count for one fusion pass per count
     assert task.candidates == HAND_VOCAB
-    assert {k: len(index) for k, (index, _) in task.candidate_groups.items()} == {1: 5, 2: 3}
+    assert {k: len(index) for k, (index, _) in task.candidate_groups.items()} == {1: 4, 2: 3}
 
 
 def test_overfitting_learns_multi_piece_answers(tiny_args, tmp_path, tokenizer):
@@ -128,7 +128,7 @@ def test_overfitting_learns_multi_piece_answers(tiny_args, tmp_path, tokenizer):
     torch.manual_seed(0)
     model = build_model(cfg, tokenizer)
     task = OpenQATask(cfg, tokenizer)
-    losses = overfit(task, model, steps=15, lr=1e-3)
+    losses = overfit(task, model, steps=40, lr=1e-3)
     assert sum(losses[-5:]) / 5 < 0.3 * losses[0], losses
 
     metrics = evaluate(task, model, "test")  # candidates: multi-piece answers are predictable
@@ -196,3 +196,15 @@ def test_fill_in_the_blank_questions(tiny_args, tmp_path, tokenizer):
     assert torch.isfinite(loss) and loss.item() > 0
     metrics = evaluate(task, model, "test")
     assert metrics["n_items"] == 3 and metrics["denominator"] == 4
+
+
+def test_multi_task_weights_and_swin_drop_path_come_from_the_config(tiny_args, tokenizer):
+    from lib.tasks.run import build_tasks
+
+    qa = {"type": "qaoe", "task": "demo-qa", "task_weight": 3}
+    datasets = json.dumps([qa, {"type": "captioning", "task": "demo-captioning"}])
+    cfg = load_config([*tiny_args, "--type", "multi-task", "--datasets", datasets, "--vis_drop_path", "0.05"])
+    streams = [s for t in build_tasks(cfg, tokenizer) for s in t.train_streams()]
+    weights = [(s.name, s.weight) for s in streams]
+    assert weights == [("qaoe_demo-qa", 3.0), ("captioning_demo-captioning", 1.0)]
+    assert build_model(cfg, tokenizer).config.swin_drop_path == 0.05
