@@ -667,7 +667,8 @@ class Lavender:
                 video_of[start : start + step].to(self.device),
             )
             hidden = self.model.fuse(feats[v], masks[v], emb[t], text_mask[t], attn="full")
-            logits = self.model.mlm_logits(hidden[torch.arange(len(t), device=self.device), pos[t]])
+            h = hidden[torch.arange(len(t), device=self.device), pos[t]]
+            logits = self.model.mlm_logits(h, exact=True)
             out[start : start + len(t)] = score(logits.float(), self.true_id, self.false_id).cpu()
         return out
 

@@ -550,15 +550,21 @@ class LavenderModel(nn.Module):
             )
         return self.emb_task[TASK_TOKEN_IDS[task]].expand(batch, 1, -1)
 
-    def mlm_logits(self, hidden: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def mlm_logits(
+        self, hidden: torch.Tensor, positions: torch.Tensor | None = None, exact: bool = False
+    ) -> torch.Tensor:
         """Vocabulary logits (B, L, V), or (K, V) for the K True entries of ``positions`` (B, L) only.
 
         Apply the head only where a label or prediction is needed (e.g. the [MASK] of VTM/QA) to save the
-        (B, L, V) matmul.
+        (B, L, V) matmul. ``exact=True`` runs the head in its weights' dtype even under autocast: bf16
+        logits (8-bit mantissa) round close scores to ties, which matters when ranking many candidates.
         """
         if positions is not None:
             hidden = hidden[positions.bool()]
-        return self.fc_mtm(hidden)
+        if not exact:
+            return self.fc_mtm(hidden)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.fc_mtm(hidden.to(self.fc_mtm.predictions.decoder.weight.dtype))
 
     def forward(
         self,

@@ -134,6 +134,16 @@ def test_uint8_frames_are_normalised_on_the_model_s_device(model):
     assert torch.equal(mask_a, mask_b) and torch.allclose(a, b, atol=1e-5)
 
 
+def test_exact_head_under_autocast_gives_float32_logits_without_bf16_rounding(model):
+    hidden = torch.randn(6, model.config.hidden_size)
+    reference = model.mlm_logits(hidden)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded, exact = model.mlm_logits(hidden), model.mlm_logits(hidden, exact=True)
+    assert rounded.dtype == torch.bfloat16 and exact.dtype == torch.float32
+    assert torch.allclose(exact, reference, atol=1e-5)
+    assert rounded.float().unique().numel() < exact.unique().numel()  # bf16 merges close logits
+
+
 def test_true_false_score_is_two_way_softmax():
     logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]])
     p = true_false_score(logits, true_id=0, false_id=2)
