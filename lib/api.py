@@ -619,6 +619,7 @@ class Lavender:
                     :, layouts.choice_ids(self.tok, n)
                 ]
                 scores = digits / digits.sum(-1, keepdim=True) if ratio else digits.softmax(-1)
+                best = scores.argmax(-1)
             else:
                 layout = layouts.retrieval_mc(self.tok, questions, opts, entry["size_txt"])
                 feat, mask = expand_video(
@@ -628,10 +629,10 @@ class Lavender:
                 ranker = layouts.true_false_ranker(entry.get("tf_score", "prob"))
                 rank = ranker(logits, self.true_id, self.false_id).view(-1, n)
                 scores = rank if ratio else torch.sigmoid(rank)  # shown as p("true")
-            best = (scores if style == "sequence" else rank).argmax(-1).tolist()
+                best = rank.argmax(-1)
             return [
                 {"answer": o[b], "index": b, "scores": s}
-                for o, b, s in zip(opts, best, scores.cpu().tolist())
+                for o, b, s in zip(opts, best.tolist(), scores.cpu().tolist())
             ]
 
         return self._grouped(items, rows, pick, run)
@@ -653,11 +654,11 @@ class Lavender:
         layout = layouts.vtm(self.tok, texts, entry["size_txt"])
         ids, text_mask, pos = (x.to(self.device) for x in (layout.ids, layout.mask, layout.mask_pos))
         emb = self.model.embed_text(ids)
-        ratio = entry.get("tf_score") == "ratio"
+        tf_score = entry.get("tf_score", "prob")
         score = (
-            layouts.true_false_ratio
-            if ratio
-            else (layouts.true_false_prob if probability else layouts.true_false_logodds)
+            layouts.true_false_prob
+            if probability and tf_score == "prob"
+            else layouts.true_false_ranker(tf_score)
         )
         out = torch.empty(len(text_of))
         step = max(1, int(entry.get("pair_batch", 256)))

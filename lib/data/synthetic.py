@@ -214,7 +214,7 @@ def _sample_spec(
         return lo, hi
 
     centres = _place_objects(rng, scene.count, extent, *start_box(travel))
-    while centres is None:  # shorten the path until the objects fit (three large ones in a small frame)
+    while centres is None:  # shorten the path until the objects fit (two large ones sometimes need it)
         travel *= 0.9
         centres = _place_objects(rng, scene.count, extent, *start_box(travel))
     step = direction * travel / max(n_frames - 1, 1)

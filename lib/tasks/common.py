@@ -177,12 +177,9 @@ class Task:
         return None
 
     def train_streams(self) -> list[TrainStream]:
-        """Every training stream of the task (pretraining has one per dataset), weighted by task_weight."""
+        """Every training stream of the task (pretraining has one per dataset)."""
         stream = self.train_stream()
-        if stream is None:
-            return []
-        stream.weight *= self.cfg.task_weight
-        return [stream]
+        return [] if stream is None else [stream]
 
     def eval_splits(self) -> list[str]:
         """Splits to evaluate (val/test present in the annotation file)."""
@@ -256,7 +253,9 @@ class AnnotatedTask(Task):
         if "train" not in self.ann.splits or not len(self.ann["train"]):
             return None
         dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True)
-        return TrainStream(self.name, dataset, self.collate_train, self.cfg.size_batch, self.step)
+        return TrainStream(
+            self.name, dataset, self.collate_train, self.cfg.size_batch, self.step, self.cfg.task_weight
+        )
 
     def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
