@@ -39,4 +39,3 @@ def test_quick_demo_writes_the_table_report_and_pictures(tmp_path, capsys):
     # a second run reuses the data and the finished run (no retraining)
     assert demo.main(argv) == 0
     assert "finished run found" in capsys.readouterr().out
-

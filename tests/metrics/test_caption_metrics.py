@@ -13,19 +13,34 @@ from lib.metrics import caption as C
 
 # MSR-VTT-like captions with casing, punctuation, clitics, numbers and brackets; several references each.
 REFERENCES = {
-    "video7010": ["A man is playing a guitar on stage.", "a guitarist performs a song",
-                  "Someone plays guitar."],
-    "video7011": ["A woman slices 3 tomatoes in a kitchen.", "a lady is cutting vegetables",
-                  "Someone cuts tomatoes, onions and peppers."],
+    "video7010": [
+        "A man is playing a guitar on stage.",
+        "a guitarist performs a song",
+        "Someone plays guitar.",
+    ],
+    "video7011": [
+        "A woman slices 3 tomatoes in a kitchen.",
+        "a lady is cutting vegetables",
+        "Someone cuts tomatoes, onions and peppers.",
+    ],
     "video7012": ["Two dogs run across the grass.", "dogs are playing in a park", "a dog chases another dog"],
-    "video7013": ["A news anchor talks about the U.S. election.", "a man reports the news",
-                  "A reporter is speaking on TV."],
+    "video7013": [
+        "A news anchor talks about the U.S. election.",
+        "a man reports the news",
+        "A reporter is speaking on TV.",
+    ],
     "video7014": ["A cartoon cat chases a mouse!", "cartoon characters are running", "tom and jerry cartoon"],
-    "video7015": ["People are dancing at a party.", "a group of people dance to music",
-                  "Men and women dance (in a club)."],
+    "video7015": [
+        "People are dancing at a party.",
+        "a group of people dance to music",
+        "Men and women dance (in a club).",
+    ],
     "video7016": ["A car drives down a busy street at night.", "a car is driving", "traffic on a city road"],
-    "video7017": ["A chef explains how to cook pasta.", "someone is cooking in a kitchen",
-                  "a man shows how to make a dish"],
+    "video7017": [
+        "A chef explains how to cook pasta.",
+        "someone is cooking in a kitchen",
+        "a man shows how to make a dish",
+    ],
     "video7018": ["Kids are swimming in a pool.", "children play in the water", "a boy jumps into a pool"],
     "video7019": ["A man's T-shirt is being folded.", "someone folds clothes", "a person is folding a shirt"],
     "video7020": ["A soccer player scores a goal!", "a football match", "players are playing soccer"],
@@ -74,12 +89,18 @@ def test_fallback_agrees_with_pycocoevalcap(toolkit_scores):
 def test_ptb_like_tokenizer_matches_the_stanford_tokenizer():
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    sentences = [c for refs in REFERENCES.values() for c in refs] + list(PREDICTIONS.values()) + [
-        "Don't stop: the man's T-shirt (red) costs $5.50, right?", "Mr. Smith met Dr. Who at 3:00pm.",
-        "I can't, they're gonna -- well... \"quoted\" 1,000 ppl; e.g. x-ray!",
-        "Really?! rock 'n' roll in the '90s",
-        "  two   spaces\tand a tab  ", "",
-    ]
+    sentences = (
+        [c for refs in REFERENCES.values() for c in refs]
+        + list(PREDICTIONS.values())
+        + [
+            "Don't stop: the man's T-shirt (red) costs $5.50, right?",
+            "Mr. Smith met Dr. Who at 3:00pm.",
+            "I can't, they're gonna -- well... \"quoted\" 1,000 ppl; e.g. x-ray!",
+            "Really?! rock 'n' roll in the '90s",
+            "  two   spaces\tand a tab  ",
+            "",
+        ]
+    )
     ptb = PTBTokenizer().tokenize({i: [{"caption": s}] for i, s in enumerate(sentences)})
     for i, sentence in enumerate(sentences):
         assert C.ptb_like_tokenize(sentence) == ptb[i][0].split(), sentence
@@ -91,8 +112,12 @@ def tokenized_set():
     # edge cases: an empty caption, a one-word caption, a caption sharing no 4-gram with its references,
     # a caption repeating an n-gram more often than any reference (clipped counts / clipped tf-idf)
     hyps += [[], ["dog"], ["completely", "unrelated", "words", "here"], ["a", "dog", "a", "dog", "a", "dog"]]
-    refs += [[["a", "cat"]], [["a", "dog", "barks"], ["dog"]], [["a", "man", "is", "walking", "home"]],
-             [["a", "dog", "runs"], ["the", "dog", "and", "a", "dog"]]]
+    refs += [
+        [["a", "cat"]],
+        [["a", "dog", "barks"], ["dog"]],
+        [["a", "man", "is", "walking", "home"]],
+        [["a", "dog", "runs"], ["the", "dog", "and", "a", "dog"]],
+    ]
     return hyps, refs
 
 
@@ -126,7 +151,8 @@ def test_hand_checked_values():
     assert b[:3] == pytest.approx([math.exp(-1)] * 3, rel=1e-6)
     # LCS("a b c", "a c d e") = 2: P = 2/3, R = 1/2, F = (1 + 1.44) P R / (R + 1.44 P)
     assert C.rouge_l([["a", "b", "c"]], [[["a", "c", "d", "e"]]]) == pytest.approx(
-        2.44 * (2 / 3) * 0.5 / (0.5 + 1.44 * 2 / 3))
+        2.44 * (2 / 3) * 0.5 / (0.5 + 1.44 * 2 / 3)
+    )
     assert C.rouge_l([[]], [[["a"]]]) == 0.0
 
 
@@ -143,8 +169,10 @@ def test_falls_back_with_a_warning_without_working_java(monkeypatch, tmp_path, c
     path = str(tmp_path) if broken == "missing" else fake_java(tmp_path, 1)
     monkeypatch.setenv("PATH", path)
     assert not C.java_available()
-    with caplog.at_level(logging.WARNING, logger="lib.metrics.caption"), \
-            pytest.warns(RuntimeWarning, match="pure-Python fallback"):
+    with (
+        caplog.at_level(logging.WARNING, logger="lib.metrics.caption"),
+        pytest.warns(RuntimeWarning, match="pure-Python fallback"),
+    ):
         scores = C.coco_scores(PREDICTIONS, REFERENCES)
     assert "pure-Python fallback" in caplog.text
     assert scores == C.python_scores(PREDICTIONS, REFERENCES)

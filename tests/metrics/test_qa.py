@@ -17,8 +17,14 @@ def test_accuracy_counts_the_full_official_test_set():
     assert qa.accuracy(predictions, ANSWERS, size_test=10) == 20.0  # 6 official questions absent entirely
     assert qa.accuracy(predictions, ANSWERS, size_test=3) == 50.0  # size_test below the items given: max()
     report = qa.qa_report(predictions, ANSWERS, size_test=10)
-    assert report == {"acc": 20.0, "acc_given": 50.0, "correct": 2.0, "n_items": 4.0, "missing": 1.0,
-                      "denominator": 10.0}
+    assert report == {
+        "acc": 20.0,
+        "acc_given": 50.0,
+        "correct": 2.0,
+        "n_items": 4.0,
+        "missing": 1.0,
+        "denominator": 10.0,
+    }
 
 
 def test_violet_issue_8_filtered_vs_full_test_set():
@@ -33,8 +39,12 @@ def test_violet_issue_8_filtered_vs_full_test_set():
 
 def test_none_int_and_top_k_predictions():
     assert qa.accuracy({"a": None, "b": 3}, {"a": "x", "b": 3}) == 50.0
-    ranked = {"q1": ["cat", "dog"], "q2": ["baking", "frying", "boiling", "grilling", "cooking", "x"],
-              "q3": ("two",), "q4": []}
+    ranked = {
+        "q1": ["cat", "dog"],
+        "q2": ["baking", "frying", "boiling", "grilling", "cooking", "x"],
+        "q3": ("two",),
+        "q4": [],
+    }
     assert qa.accuracy(ranked, ANSWERS, k=1) == 25.0
     assert qa.accuracy(ranked, ANSWERS, k=2) == 50.0
     assert qa.accuracy(ranked, ANSWERS, k=5) == 75.0
@@ -51,11 +61,13 @@ def test_accuracy_by_type():
 
 
 def test_mc_accuracy():
-    scores = np.array([
-        [0.1, 0.7, 0.2, 0.0, 0.0],  # → 1
-        [0.3, 0.3, 0.1, 0.2, 0.1],  # tie → first option, 0
-        [0.0, 0.0, 0.0, 0.0, 0.9],  # → 4
-    ])
+    scores = np.array(
+        [
+            [0.1, 0.7, 0.2, 0.0, 0.0],  # → 1
+            [0.3, 0.3, 0.1, 0.2, 0.1],  # tie → first option, 0
+            [0.0, 0.0, 0.0, 0.0, 0.9],  # → 4
+        ]
+    )
     assert qa.mc_accuracy(scores, [1, 1, 4]) == pytest.approx(200 / 3)
     assert qa.mc_accuracy(torch.tensor(scores), [1, 0, 4]) == 100.0
     assert qa.mc_accuracy(scores, [1, 0, 4], size_test=4) == 75.0

@@ -8,11 +8,13 @@ import torch
 
 from lib.metrics import retrieval as R
 
-DISTINCT = np.array([
-    [0.9, 0.1, 0.5],  # text 0 → video 0: best → rank 1
-    [0.8, 0.3, 0.7],  # text 1 → video 1: 0.8 and 0.7 beat it → rank 3
-    [0.2, 0.6, 0.4],  # text 2 → video 2: 0.6 beats it → rank 2
-])
+DISTINCT = np.array(
+    [
+        [0.9, 0.1, 0.5],  # text 0 → video 0: best → rank 1
+        [0.8, 0.3, 0.7],  # text 1 → video 1: 0.8 and 0.7 beat it → rank 3
+        [0.2, 0.6, 0.4],  # text 2 → video 2: 0.6 beats it → rank 2
+    ]
+)
 
 
 def test_one_text_per_video_both_directions():
@@ -28,12 +30,14 @@ def test_one_text_per_video_both_directions():
 
 
 def test_several_texts_per_video_and_a_video_without_text():
-    scores = np.array([
-        [0.5, 0.9, 0.1],  # text 0 → video 0: rank 2
-        [0.7, 0.2, 0.3],  # text 1 → video 0: rank 1
-        [0.4, 0.6, 0.8],  # text 2 → video 1: rank 2
-        [0.3, 0.5, 0.1],  # text 3 → video 1: rank 1
-    ])
+    scores = np.array(
+        [
+            [0.5, 0.9, 0.1],  # text 0 → video 0: rank 2
+            [0.7, 0.2, 0.3],  # text 1 → video 0: rank 1
+            [0.4, 0.6, 0.8],  # text 2 → video 1: rank 2
+            [0.3, 0.5, 0.1],  # text 3 → video 1: rank 1
+        ]
+    )
     text_to_video = [0, 0, 1, 1]
     assert R.t2v_ranks(scores, text_to_video).tolist() == [2, 1, 2, 1]
     videos, ranks = R.v2t_ranks(scores, text_to_video)

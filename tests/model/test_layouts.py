@@ -25,9 +25,27 @@ def supervised(layout: L.Layout) -> list[dict[int, int]]:
 def test_vtm_exact_layout_and_labels(tokenizer):
     lay = L.vtm(tokenizer, ["A man plays the guitar.", "hi"], size_txt=8, matched=[True, False])
     assert tokens(tokenizer, lay.ids[0]) == [
-        "[CLS]", "a", "man", "plays", "the", "guitar", ".", "[SEP]", "[MASK]"]
+        "[CLS]",
+        "a",
+        "man",
+        "plays",
+        "the",
+        "guitar",
+        ".",
+        "[SEP]",
+        "[MASK]",
+    ]
     assert tokens(tokenizer, lay.ids[1]) == [
-        "[CLS]", "hi", "[SEP]", "[PAD]", "[PAD]", "[PAD]", "[PAD]", "[PAD]", "[MASK]"]
+        "[CLS]",
+        "hi",
+        "[SEP]",
+        "[PAD]",
+        "[PAD]",
+        "[PAD]",
+        "[PAD]",
+        "[PAD]",
+        "[MASK]",
+    ]
     assert lay.mask[1].tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 1]
     assert lay.mask_pos.tolist() == [8, 8]
     true_id, false_id = L.true_false_ids(tokenizer)
@@ -98,9 +116,29 @@ def test_softmax_and_reference_ratio_can_rank_differently():
 def test_open_qa_exact_layout(tokenizer):
     lay = L.open_qa(tokenizer, ["What is he doing?", "who"], size_txt=10, answers=["cooking", "ice cream"])
     assert tokens(tokenizer, lay.ids[0]) == [
-        "[CLS]", "what", "is", "he", "doing", "?", "answer", ":", "[MASK]", "[SEP]"]
+        "[CLS]",
+        "what",
+        "is",
+        "he",
+        "doing",
+        "?",
+        "answer",
+        ":",
+        "[MASK]",
+        "[SEP]",
+    ]
     assert tokens(tokenizer, lay.ids[1]) == [
-        "[CLS]", "who", "answer", ":", "[MASK]", "[SEP]", "[PAD]", "[PAD]", "[PAD]", "[PAD]"]
+        "[CLS]",
+        "who",
+        "answer",
+        ":",
+        "[MASK]",
+        "[SEP]",
+        "[PAD]",
+        "[PAD]",
+        "[PAD]",
+        "[PAD]",
+    ]
     assert lay.mask[1].tolist() == [1] * 6 + [0] * 4
     assert lay.mask_pos.tolist() == [8, 4]
     cooking = tokenizer.convert_tokens_to_ids("cooking")
@@ -122,7 +160,16 @@ def test_open_qa_truncates_the_question_so_everything_fits(tokenizer, n_words, k
 def test_open_qa_multi_piece_answers_use_k_masks(tokenizer):
     lay = L.open_qa(tokenizer, ["what is it", "what"], 12, answers=["ice cream", "dog"], n_masks=2)
     assert tokens(tokenizer, lay.ids[0])[:9] == [
-        "[CLS]", "what", "is", "it", "answer", ":", "[MASK]", "[MASK]", "[SEP]"]
+        "[CLS]",
+        "what",
+        "is",
+        "it",
+        "answer",
+        ":",
+        "[MASK]",
+        "[MASK]",
+        "[SEP]",
+    ]
     ice, cream = tokenizer.convert_tokens_to_ids(["ice", "cream"])
     assert supervised(lay) == [{6: ice, 7: cream}, {}]  # "dog" has one piece, not two
     assert lay.mask_index().tolist() == [[6, 7], [4, 5]]
@@ -136,15 +183,19 @@ def test_answer_candidates_and_scoring(tokenizer):
     assert cands.n_multi == 2
     groups = cands.by_length()
     assert sorted(groups) == [1, 2] and groups[2][0] == [1, 3]
-    assert groups[2][1].tolist() == [tokenizer.convert_tokens_to_ids(["ice", "cream"]),
-                                     tokenizer.convert_tokens_to_ids(["basketball", "court"])]
+    assert groups[2][1].tolist() == [
+        tokenizer.convert_tokens_to_ids(["ice", "cream"]),
+        tokenizer.convert_tokens_to_ids(["basketball", "court"]),
+    ]
     with pytest.raises(ValueError, match="no wordpieces"):
         L.answer_candidates(tokenizer, ["ok", " "])
     # hand-computed: vocab of 4, k=2 masks, candidates (0,1) and (2,3)
     log_probs = torch.log(torch.tensor([[[0.5, 0.1, 0.2, 0.2], [0.1, 0.25, 0.05, 0.6]]]))
     scores = L.score_candidates(log_probs, torch.tensor([[0, 1], [2, 3]]))
-    expected = [(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.25))) / 2,
-                (torch.log(torch.tensor(0.2)) + torch.log(torch.tensor(0.6))) / 2]
+    expected = [
+        (torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.25))) / 2,
+        (torch.log(torch.tensor(0.2)) + torch.log(torch.tensor(0.6))) / 2,
+    ]
     assert scores.shape == (1, 2) and scores[0].tolist() == pytest.approx([float(e) for e in expected])
     with pytest.raises(ValueError, match="same k"):
         L.score_candidates(log_probs, torch.tensor([[0], [2]]))
@@ -154,7 +205,16 @@ def test_fill_blank_exact_layout(tokenizer):
     sentences = ["A man [MASK] the guitar.", "[MASK] is here"]
     lay = L.fill_blank(tokenizer, sentences, 9, answers=["plays", "ice cream"])
     assert tokens(tokenizer, lay.ids[0]) == [
-        "[CLS]", "a", "man", "[MASK]", "the", "guitar", ".", "[SEP]", "[PAD]"]
+        "[CLS]",
+        "a",
+        "man",
+        "[MASK]",
+        "the",
+        "guitar",
+        ".",
+        "[SEP]",
+        "[PAD]",
+    ]
     assert tokens(tokenizer, lay.ids[1])[:5] == ["[CLS]", "[MASK]", "is", "here", "[SEP]"]
     assert lay.mask_pos.tolist() == [3, 1]
     assert supervised(lay) == [{3: tokenizer.convert_tokens_to_ids("plays")}, {}]
@@ -199,7 +259,18 @@ def test_multiple_choice_exact_layout(tokenizer):
 def test_multiple_choice_truncates_to_size_txt_minus_one_pieces(tokenizer):
     lay = L.multiple_choice(tokenizer, ["q"], [["a", "b", "c", "d", "e"]], size_txt=8, answers=[0])
     assert tokens(tokenizer, lay.ids[0]) == [
-        "[CLS]", "q", "[SEP]", "option", "0", ":", "a", "[SEP]", "[MASK]", "[SEP]", "[PAD]"]
+        "[CLS]",
+        "q",
+        "[SEP]",
+        "option",
+        "0",
+        ":",
+        "a",
+        "[SEP]",
+        "[MASK]",
+        "[SEP]",
+        "[PAD]",
+    ]
     assert lay.mask.tolist() == [[1] * 10 + [0]]
     with pytest.raises(ValueError, match="1 <= n <= 10"):
         L.choice_ids(tokenizer, 11)
@@ -244,8 +315,9 @@ def test_mlm_mask_is_reproducible_and_guarantees_one_per_row(tokenizer):
     c = L.mlm_mask(*args, torch.Generator().manual_seed(8))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[1], c[1])
-    _, labels = L.mlm_mask(ids, L.special_ids(tokenizer), tokenizer.mask_token_id, 1e-9,
-                           torch.Generator().manual_seed(0))
+    _, labels = L.mlm_mask(
+        ids, L.special_ids(tokenizer), tokenizer.mask_token_id, 1e-9, torch.Generator().manual_seed(0)
+    )
     has_words = (~torch.isin(ids, torch.tensor(L.special_ids(tokenizer)))).any(1)
     assert torch.equal((labels != IGNORE_INDEX).sum(1), has_words.long())  # exactly one where possible
     _, none = L.mlm_mask(ids, L.special_ids(tokenizer), tokenizer.mask_token_id, 0.0)
@@ -254,8 +326,15 @@ def test_mlm_mask_is_reproducible_and_guarantees_one_per_row(tokenizer):
 
 def test_mlm_mask_bert_mode_80_10_10(tokenizer):
     ids = random_batch(tokenizer, n=600, seed=3)
-    corrupted, labels = L.mlm_mask(ids, L.special_ids(tokenizer), tokenizer.mask_token_id, 0.5,
-                                   torch.Generator().manual_seed(2), mode="bert", vocab_size=len(tokenizer))
+    corrupted, labels = L.mlm_mask(
+        ids,
+        L.special_ids(tokenizer),
+        tokenizer.mask_token_id,
+        0.5,
+        torch.Generator().manual_seed(2),
+        mode="bert",
+        vocab_size=len(tokenizer),
+    )
     selected = labels != IGNORE_INDEX
     n = selected.sum().item()
     masked = (corrupted[selected] == tokenizer.mask_token_id).sum().item() / n

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from quick_training import freeze_for_speed
 
 from lib.engine.config import Config, load_config
 from lib.metrics.caption import METRIC_KEYS, coco_scores, java_available
@@ -89,15 +90,7 @@ def test_overfitting_one_batch_lowers_the_loss(tiny_args, tokenizer):
     task = CaptionTask(cfg, tokenizer)
     torch.manual_seed(0)
     model = build_model(cfg, tokenizer)
-    for frozen in (
-        model.enc_img,
-        model.enc_txt,
-        model.fc_mtm.predictions.decoder.weight,
-    ):  # only speed matters
-        frozen.requires_grad_(False)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0
-    )
+    optimizer = torch.optim.AdamW(freeze_for_speed(model), lr=1e-3, weight_decay=0.0)
     stream = task.train_stream()
     items = [stream.dataset[i] for i in range(4)]
     losses = []

@@ -11,6 +11,7 @@ import itertools
 
 import pytest
 import torch
+from quick_training import freeze_for_speed
 
 from lib.engine.config import load_config
 from lib.tasks.caption import CaptionTask
@@ -216,9 +217,7 @@ def overfit_captioner(tiny_args, tokenizer):
     model.eval()
     with torch.no_grad():
         feat, mask = model.encode_video(video)
-    for frozen in (model.enc_img, model.enc_txt, model.fc_mtm.predictions.decoder.weight):
-        frozen.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0)
+    optimizer = torch.optim.AdamW(freeze_for_speed(model), lr=1e-3, weight_decay=0)
     model.train()
     for _ in range(60):
         layout = task.collate_train(items * 4)["layout"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from quick_training import freeze_for_speed
 
 from lib.data.tsv import TSVFile, TSVWriter, frame_columns
 from lib.engine.config import Config, load_config
@@ -155,13 +156,7 @@ def test_the_loss_is_the_sum_of_both_objectives_and_overfitting_lowers_it(
     batch = stream.collate_fn(batch_items(stream))  # one fixed batch (masking and negatives included)
     torch.manual_seed(0)
     model = build_model(task.cfg, tokenizer)
-    for frozen in (
-        model.enc_img,
-        model.enc_txt,
-        model.fc_mtm.predictions.decoder.weight,
-    ):  # only speed matters
-        frozen.requires_grad_(False)
-    trained = [p for p in model.parameters() if p.requires_grad]
+    trained = freeze_for_speed(model)
     optimizer = torch.optim.AdamW(trained, lr=1e-3, weight_decay=0.0)
     losses = []
     for _ in range(20):

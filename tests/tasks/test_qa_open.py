@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from quick_training import freeze_for_speed
 
 from lib.data.annotations import AnnotationError
 from lib.engine.config import Config, load_config
@@ -62,9 +63,7 @@ def overfit(task, model, steps: int, lr: float) -> list[float]:
     and optimizer updates would dominate the test's time."""
     stream = task.train_stream()
     items = [stream.dataset[i] for i in range(min(len(stream.dataset), stream.batch_size))]
-    model.enc_txt.requires_grad_(False)
-    model.fc_mtm.predictions.decoder.weight.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(freeze_for_speed(model, video_encoder=False), lr=lr, weight_decay=0.0)
     model.train()
     losses = []
     for _ in range(steps):
