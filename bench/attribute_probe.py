@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "--n_train", type=int, default=500, help="training clips (the rest of the train split: val)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast, as the demo config trains")
     args, overrides = p.parse_known_args(argv)  # the rest: --key value pairs for the demo config
     if not (args.data / "meta_demo.json").is_file():
         make_demo_dataset(args.data, seed=0, workers=2)
@@ -69,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     def forward(batch):
         video = normalize_frames(torch.stack([c for c, _ in batch]))
         labels = torch.tensor([y for _, y in batch])
-        return head(swin(video.transpose(1, 2)).mean((1, 2, 3))), labels
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            return head(swin(video.transpose(1, 2)).mean((1, 2, 3))).float(), labels
 
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(
         f"attribute {args.attribute} ({len(values)} values, chance {1 / len(values):.2f}); {len(train)} train"
-        f" / {len(val)} val clips; lr {args.lr}; config overrides {overrides}\n"
+        f" / {len(val)} val clips; lr {args.lr}; bf16 {args.bf16}; config overrides {overrides}\n"
     )
     print("| step | train loss | val accuracy | seconds |\n|---:|---:|---:|---:|")
     started = time.perf_counter()

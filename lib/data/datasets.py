@@ -81,6 +81,10 @@ class ClipDataset(Dataset):
 
     Item ``i`` is ``{"index": i, "id": video_id, "video": (T,3,H,W) tensor, "record": records[i]}``.
     ``videos_only=True`` makes one item per distinct video instead (for encoding each video once).
+    ``items_per_video=k > 1`` groups the records of each video (in file order) into slots of at most ``k``:
+    item ``i`` is a slot, with ``"records"`` (its records) instead of ``"record"``; every record is in exactly
+    one slot, so an epoch over the slots still covers every record once while each clip is decoded (and
+    encoded by the model) once per slot.
     """
 
     def __init__(
@@ -90,19 +94,38 @@ class ClipDataset(Dataset):
         size_frame: int,
         transform: ClipTransform,
         videos_only: bool = False,
+        items_per_video: int = 1,
     ):
+        if items_per_video < 1:
+            raise ValueError(f"items_per_video must be >= 1, got {items_per_video}")
         self.store = store
         self.records = records
         self.size_frame = size_frame
         self.transform = transform
         self.videos: list[str] | None = None
+        self.slots: list[tuple[str, list[int]]] | None = None
         if videos_only:
             self.videos = list(dict.fromkeys(r.video for r in records))
+        elif items_per_video > 1:
+            by_video: dict[str, list[int]] = {}
+            for i, record in enumerate(records):
+                by_video.setdefault(record.video, []).append(i)
+            self.slots = [
+                (video, rows[start : start + items_per_video])
+                for video, rows in by_video.items()
+                for start in range(0, len(rows), items_per_video)
+            ]
 
     def __len__(self) -> int:
-        return len(self.videos) if self.videos is not None else len(self.records)
+        if self.videos is not None:
+            return len(self.videos)
+        return len(self.slots) if self.slots is not None else len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if self.slots is not None:
+            video_id, rows = self.slots[i]
+            clip = self.store.clip(video_id, self.size_frame, self.transform)
+            return {"index": i, "id": video_id, "video": clip, "records": [self.records[r] for r in rows]}
         if self.videos is not None:
             video_id, record = self.videos[i], None
         else:
@@ -110,6 +133,17 @@ class ClipDataset(Dataset):
             video_id = record.video
         clip = self.store.clip(video_id, self.size_frame, self.transform)
         return {"index": i, "id": video_id, "video": clip, "record": record}
+
+
+def item_rows(items: Sequence[dict[str, Any]]) -> tuple[list[Any], torch.Tensor]:
+    """The records of a batch of :class:`ClipDataset` items, one row each, and the item (clip) of each row."""
+    records: list[Any] = []
+    row_video: list[int] = []
+    for i, item in enumerate(items):
+        group = item["records"] if "records" in item else [item["record"]]
+        records += group
+        row_video += [i] * len(group)
+    return records, torch.tensor(row_video, dtype=torch.long)
 
 
 def stack_clips(items: Sequence[dict[str, Any]]) -> torch.Tensor:

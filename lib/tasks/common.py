@@ -21,7 +21,7 @@ from lib.data.annotations import load_annotations
 from lib.data.datasets import ClipDataset, VideoStore, stack_clips
 from lib.data.frames import ClipTransform
 from lib.engine import distributed as D
-from lib.engine.config import Config
+from lib.engine.config import Config, ConfigError
 from lib.engine.trainer import TrainStream
 from lib.model.layouts import Layout
 
@@ -217,6 +217,7 @@ class AnnotatedTask(Task):
     """
 
     kind = ""
+    groups_items = False  # whether collate_train takes items of several records (items_per_video > 1)
 
     def __init__(self, cfg: Config, tokenizer, name: str | None = None):
         super().__init__(cfg, tokenizer, name)
@@ -252,7 +253,12 @@ class AnnotatedTask(Task):
     def train_stream(self) -> TrainStream | None:
         if "train" not in self.ann.splits or not len(self.ann["train"]):
             return None
-        dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True)
+        k = self.cfg.items_per_video
+        if k > 1 and not self.groups_items:
+            raise ConfigError(
+                f"{self.name}: items_per_video={k} is supported by open-ended QA only; set it to 1 here"
+            )
+        dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True, items_per_video=k)
         return TrainStream(
             self.name, dataset, self.collate_train, self.cfg.size_batch, self.step, self.cfg.task_weight
         )

@@ -37,7 +37,7 @@ from lib.data.extract import FRAME_RULE, OutputPaths
 from lib.data.tsv import TSVFile, frame_columns
 from lib.data.video import JPEG_QUALITY
 from lib.engine.checkpointing import require_existing
-from lib.engine.config import KEYS, Config
+from lib.engine.config import KEYS, Config, ConfigError
 from lib.engine.logging import read_jsonl
 from lib.model.checkpoint import (
     MODEL_CONFIG,
@@ -48,7 +48,7 @@ from lib.model.checkpoint import (
     read_bert_config,
     save_model_dir,
 )
-from lib.model.lavender import LavenderConfig, LavenderModel
+from lib.model.lavender import BertSelfAttention, LavenderConfig, LavenderModel
 from lib.tasks.common import Task, clip_transform, img_tsv_path, resolve_pretrained_dir
 from lib.tasks.qa_open import max_answer_pieces
 
@@ -114,6 +114,8 @@ def build_model(cfg: Config, tokenizer=None) -> LavenderModel:
     model = build_from_pretrained_parts(config, bert_dir=bert_dir, swin_ckpt=swin_path, swin_init=swin_init)
     if cfg.fusion_layers is not None and cfg.fusion_layers != model.config.num_layers:
         model = keep_fusion_layers(model, cfg.fusion_layers)
+    if cfg.fusion_dropout is not None:
+        set_fusion_dropout(model, cfg.fusion_dropout)
     if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
         raise ValueError(
             f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {model.config.vocab_size}"
@@ -125,7 +127,48 @@ def build_model(cfg: Config, tokenizer=None) -> LavenderModel:
         weights = path / MODEL_WEIGHTS if path.is_dir() else path
         report = load_checkpoint(model, weights, strict=False)
         logger.info("loaded %s: %s", weights, report)
+    freeze_params(model, cfg.freeze_params)
     return model
+
+
+def freeze_params(model: LavenderModel, prefixes: list[str]) -> list[str]:
+    """Leave the parameters whose names start with one of ``prefixes`` untrained; return their names.
+
+    E.g. the two vocabulary-sized matrices (``enc_txt.emb_txt.word_embeddings``,
+    ``fc_mtm.predictions.decoder.weight``): on CPU their AdamW update and dense gradients cost more than the
+    rest of a small model's step.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    frozen: list[str] = []
+    for prefix in prefixes:
+        hits = [n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")]
+        if not hits:
+            close = sorted({n.rsplit(".", 1)[0] for n in names if n.startswith(prefix.split(".")[0])})[:8]
+            raise ConfigError(
+                f"freeze_params: {prefix!r} matches no parameter of the model (parameter names follow the "
+                f"checkpoint, e.g. {close or names[:8]})"
+            )
+        frozen += hits
+    params = dict(model.named_parameters())
+    for name in frozen:
+        params[name].requires_grad_(False)
+    if frozen:
+        logger.info("frozen (freeze_params): %d tensors, %d parameters", len(frozen),
+                    sum(params[n].numel() for n in frozen))  # fmt: skip
+    return frozen
+
+
+def set_fusion_dropout(model: LavenderModel, p: float) -> None:
+    """Hidden and attention dropout ``p`` in the text embeddings and BERT layers (the folder's config sets
+    them when the model is built)."""
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"fusion_dropout must be in [0, 1), got {p}")
+    model.config = dataclasses.replace(model.config, hidden_dropout=p, attention_dropout=p)
+    for module in (*model.enc_txt.modules(), *model.trsfr.modules()):
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        elif isinstance(module, BertSelfAttention):
+            module.dropout = p
 
 
 def keep_fusion_layers(model: LavenderModel, n: int) -> LavenderModel:

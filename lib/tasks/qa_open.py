@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.data.annotations import AnnotationError, OpenQAItem, RecordList
-from lib.data.datasets import stack_clips
+from lib.data.datasets import item_rows, stack_clips
 from lib.engine.config import Config, ConfigError
 from lib.metrics.qa import accuracy_by_type, normalize_answer, qa_report
 from lib.model import layouts
@@ -71,6 +71,7 @@ def max_answer_pieces(size_txt: int) -> int:
 class OpenQATask(AnnotatedTask):
     family = "qaoe"
     kind = "qa_open"
+    groups_items = True
 
     def __init__(self, cfg: Config, tokenizer, name: str | None = None):
         super().__init__(cfg, tokenizer, name)
@@ -153,8 +154,9 @@ class OpenQATask(AnnotatedTask):
     # ---- training
 
     def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Rows grouped by their answer's piece count: ``groups`` = [(row indices, layout with k masks)]."""
-        records = [item["record"] for item in items]
+        """Rows (one per question; an item holds several with ``items_per_video``) grouped by their answer's
+        piece count: ``groups`` = [(the clip of each row, layout with k masks)]."""
+        records, row_video = item_rows(items)
         questions = [r.question for r in records]
         answers = [r.answer_text for r in records]
         rows_of: dict[int, list[int]] = {}
@@ -162,7 +164,7 @@ class OpenQATask(AnnotatedTask):
             if 0 < k <= self.max_pieces:
                 rows_of.setdefault(k, []).append(row)
         groups = [
-            (torch.tensor(rows), self.layout([questions[i] for i in rows], k, [answers[i] for i in rows]))
+            (row_video[rows], self.layout([questions[i] for i in rows], k, [answers[i] for i in rows]))
             for k, rows in sorted(rows_of.items())
         ]
         return {"video": stack_clips(items), "groups": groups, "ids": [item["id"] for item in items]}

@@ -12,7 +12,7 @@ import torch
 from quick_training import freeze_for_speed
 
 from lib.data.annotations import AnnotationError
-from lib.engine.config import Config, load_config
+from lib.engine.config import Config, ConfigError, load_config
 from lib.model.layouts import IGNORE_INDEX
 from lib.tasks.common import clip_dataset, eval_collate
 from lib.tasks.model_io import build_model
@@ -207,3 +207,32 @@ def test_multi_task_weights_and_swin_drop_path_come_from_the_config(tiny_args, t
     weights = [(s.name, s.weight) for s in streams]
     assert weights == [("qaoe_demo-qa", 3.0), ("captioning_demo-captioning", 1.0)]
     assert build_model(cfg, tokenizer).config.swin_drop_path == 0.05
+
+
+def test_items_per_video_encodes_each_clip_once_and_keeps_every_question(tiny_args, tokenizer):
+    """items_per_video=5: a slot is one video with its (5) questions; the slots cover every question exactly
+    once, and the grouped batch gives each question the loss it gets in a batch of one question per clip."""
+    grouped = OpenQATask(qa_config(tiny_args, "--items_per_video", "5"), tokenizer)
+    single = OpenQATask(qa_config(tiny_args), tokenizer)
+    slots, items = grouped.train_stream().dataset, single.train_stream().dataset
+    records = grouped.ann["train"]
+    assert len(slots) == len({r.video for r in records}) < len(items) == len(records)
+    seen = [(r.video, r.question) for i in range(len(slots)) for r in slots[i]["records"]]
+    assert sorted(seen) == sorted((r.video, r.question) for r in records)  # every question once
+    assert all({r.video for r in slots[i]["records"]} == {slots[i]["id"]} for i in range(len(slots)))
+
+    model = build_model(qa_config(tiny_args), tokenizer).eval()  # eval: no dropout, same clip transform
+    batch = grouped.collate_train([slots[0], slots[1]])
+    assert batch["video"].shape[0] == 2 and sum(len(rows) for rows, _ in batch["groups"]) == 10
+    with torch.no_grad():
+        loss = grouped.step(model, batch)["loss"]
+        per_question = [single.step(model, single.collate_train([items[i]]))["loss"] for i in range(10)]
+    # the first ten records are the two videos' questions (file order) and every answer is one wordpiece
+    assert [r.video for r in records[:10]] == [slots[0]["id"]] * 5 + [slots[1]["id"]] * 5
+    assert loss.item() == pytest.approx(torch.stack(per_question).mean().item(), rel=1e-4)
+
+    with pytest.raises(ConfigError, match="items_per_video"):
+        from lib.tasks.caption import CaptionTask
+
+        CaptionTask(load_config([*tiny_args, "--type", "captioning", "--task", "demo-captioning",
+                                 "--items_per_video", "2"]), tokenizer).train_stream()  # fmt: skip

@@ -1,0 +1,56 @@
+"""Building the run's model from the config (lib.tasks.model_io): frozen parameters and fusion dropout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lib.engine.config import ConfigError, load_config
+from lib.engine.optim import build_optimizer
+from lib.model.lavender import BertSelfAttention
+from lib.tasks.model_io import build_model
+
+VOCAB_MATRICES = ["enc_txt.emb_txt.word_embeddings", "fc_mtm.predictions.decoder.weight"]
+
+
+def test_freeze_params_leaves_matching_parameters_out_of_training(tiny_args, tokenizer):
+    cfg = load_config([*tiny_args, "--freeze_params", json.dumps(VOCAB_MATRICES)])
+    model = build_model(cfg, tokenizer)
+    always = {
+        n for n, p in build_model(load_config(tiny_args), tokenizer).named_parameters() if not p.requires_grad
+    }
+    assert always == {"enc_img.emb_odr", "emb_task"}  # VIOLET's frame order; task tokens not enabled
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad} - always
+    assert frozen == {"enc_txt.emb_txt.word_embeddings.weight", "fc_mtm.predictions.decoder.weight"}
+    trained = {id(p) for group in build_optimizer(model, cfg).param_groups for p in group["params"]}
+    assert not any(id(p) in trained for n, p in model.named_parameters() if n in frozen)
+    assert model.fc_mtm.predictions.bias.requires_grad  # the decoder's bias is another parameter
+
+    before = model.enc_txt.emb_txt.word_embeddings.weight.clone()
+    optimizer = build_optimizer(model, cfg)
+    ids = torch.tensor([[101, 2054, 103, 102]])
+    model(torch.zeros(1, 4, 3, 64, 64, dtype=torch.uint8), ids, torch.ones_like(ids)).sum().backward()
+    optimizer.step()
+    assert torch.equal(model.enc_txt.emb_txt.word_embeddings.weight, before)
+
+    with pytest.raises(ConfigError, match="enc_txt.word_embedding"):
+        build_model(load_config([*tiny_args, "--freeze_params", '["enc_txt.word_embedding"]']), tokenizer)
+
+
+def test_fusion_dropout_overrides_the_bert_folder(tiny_args, tokenizer):
+    default = build_model(load_config(tiny_args), tokenizer)
+    assert default.config.hidden_dropout == 0.1  # all-MiniLM-L6-v2's config.json
+    model = build_model(load_config([*tiny_args, "--fusion_dropout", "0", "--vis_drop_path", "0"]), tokenizer)
+    assert model.config.hidden_dropout == model.config.attention_dropout == 0.0
+    drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and set(drops) == {0.0}
+    assert {m.dropout for m in model.modules() if isinstance(m, BertSelfAttention)} == {0.0}
+    model.train()  # no dropout (nor stochastic depth): two training-mode passes agree
+    ids = torch.tensor([[101, 2054, 103, 102]])
+    video = torch.zeros(1, 4, 3, 64, 64, dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(video, ids, ids > 0), model(video, ids, ids > 0))
+    with pytest.raises(ConfigError, match="fusion_dropout"):
+        build_model(load_config([*tiny_args, "--fusion_dropout", "1.5"]), tokenizer)
