@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from lib.engine import trainer as trainer_module
 from lib.engine.config import Config, ConfigError
 from lib.engine.trainer import (
     BatchRef,
@@ -94,10 +96,15 @@ def test_fetch_is_seeded_per_item_and_leaves_global_rngs_alone():
     assert sorted(fetch[moved][1]) == sorted(first[:2])  # an item's randomness follows its position
 
 
-def test_precision_resolution_on_cpu():
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_resolution_on_cpu(monkeypatch, caplog, native_bf16):
+    monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: native_bf16)
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) is None and resolve_precision("fp32", cpu) is None
-    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if native_bf16 else None)
+    assert resolve_precision("fp32", cpu) is None
+    with caplog.at_level(logging.WARNING, logger="lavender"):
+        assert resolve_precision("bf16", cpu) == torch.bfloat16  # explicit: honoured either way
+    assert ("much slower than fp32" in caplog.text) is not native_bf16
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", cpu)
 
