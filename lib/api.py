@@ -654,6 +654,9 @@ class Lavender:
         layout = layouts.vtm(self.tok, texts, entry["size_txt"])
         ids, text_mask, pos = (x.to(self.device) for x in (layout.ids, layout.mask, layout.mask_pos))
         emb = self.model.embed_text(ids)
+        pair = torch.tensor([self.true_id, self.false_id], device=self.device)
+        shared = self.model.shares_video("full")
+        video = self.model.fusion_context(feats, masks, layout.task) if shared else feats
         tf_score = entry.get("tf_score", "prob")
         score = (
             layouts.true_false_prob
@@ -667,10 +670,10 @@ class Lavender:
                 text_of[start : start + step].to(self.device),
                 video_of[start : start + step].to(self.device),
             )
-            hidden = self.model.fuse(feats[v], masks[v], emb[t], text_mask[t], attn="full")
+            hidden = self.model.fuse(video, masks, emb[t], text_mask[t], attn="full", video_index=v)
             h = hidden[torch.arange(len(t), device=self.device), pos[t]]
-            logits = self.model.mlm_logits(h, exact=True)
-            out[start : start + len(t)] = score(logits.float(), self.true_id, self.false_id).cpu()
+            logits = self.model.mlm_logits(h, exact=True, vocab=pair)
+            out[start : start + len(t)] = score(logits.float(), 0, 1).cpu()
         return out
 
     @_inference

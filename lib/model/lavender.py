@@ -18,6 +18,7 @@ Reading order: config -> video encoder -> text embeddings -> BERT layers (our ow
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from .video_swin import ATTN_IMPLS, SWIN_SIZES, SwinTransformer3D
 TASK_TOKEN_IDS: dict[str, int] = {"vtm": 0, "mc": 1, "oe": 2, "cap": 3}
 """Rows of ``emb_task`` used as a pre-text token per task family (reference ``task_tok2id``)."""
 
-ATTN_MASK_TYPES = ("full", "seq2seq")
+ATTN_MASK_TYPES = ("full", "seq2seq", "prefix")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -54,6 +55,8 @@ class LavenderConfig:
     swin_depths: tuple[int, ...] | None = None
     swin_heads: tuple[int, ...] | None = None
     swin_window: tuple[int, int, int] = (8, 7, 7)
+    swin_patch_size: tuple[int, int, int] = (2, 4, 4)  # patch embedding kernel (T, H, W); VIOLET's (2, 4, 4)
+    swin_stem_convs: int = 0  # stride-2 3x3 convolutions before the patch projection (0 = reference layout)
     swin_drop_path: float = 0.2
     # Visual token geometry: frames and (H/32)x(W/32) patches supported by emb_len / emb_pos.
     max_size_frame: int = 6
@@ -74,6 +77,12 @@ class LavenderConfig:
     txt_backbone_embed_only: bool = True
     # Text-only BERT layers before the fusion when txt_backbone_embed_only is False (0: num_layers).
     num_text_layers: int = 0
+    # Fusion attention of the full-attention tasks: True (the reference) lets video tokens attend to the text;
+    # False gives them the prefix mask captioning's "seq2seq" already uses (video attends to video only), so
+    # a video's fused tokens do not depend on its texts and are computed ONCE for all of them (QA questions,
+    # true/false options, retrieval pairs): fusion work per extra text falls from video + text tokens to
+    # text tokens.
+    video_attends_text: bool = True
     # Pre-text task token (emb_task row added before the text when enabled).
     enable_task_token: bool = False
     num_task_tokens: int = 10
@@ -97,10 +106,15 @@ class LavenderConfig:
         self.swin_depths = tuple(int(d) for d in self.swin_depths)
         self.swin_heads = tuple(int(h) for h in self.swin_heads)
         self.swin_window = tuple(int(w) for w in self.swin_window)  # type: ignore[assignment]
-        if len(self.swin_depths) != len(self.swin_heads) or len(self.swin_window) != 3:
+        self.swin_patch_size = tuple(int(p) for p in self.swin_patch_size)  # type: ignore[assignment]
+        if (
+            len(self.swin_depths) != len(self.swin_heads)
+            or len(self.swin_window) != 3
+            or len(self.swin_patch_size) != 3
+        ):
             raise ValueError(
                 f"swin_depths {self.swin_depths} / swin_heads {self.swin_heads} lengths differ or "
-                f"swin_window {self.swin_window} is not (D, H, W)"
+                f"swin_window {self.swin_window} / swin_patch_size {self.swin_patch_size} is not (D, H, W)"
             )
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -166,6 +180,7 @@ def fusion_mask(context_mask: torch.Tensor, text_mask: torch.Tensor, attn: str) 
     ``full``: every row sees every valid column -> (B, 1, 1, N).
     ``seq2seq``: every row sees all valid context columns; text rows also see text columns at or before them
     (and not padding); context rows see no text -> (B, 1, N, N).
+    ``prefix``: as ``seq2seq`` but text rows see every valid text column (UniLM's prefix mask).
     """
     if attn not in ATTN_MASK_TYPES:
         raise ValueError(f"attn must be one of {ATTN_MASK_TYPES}, got {attn!r}")
@@ -177,8 +192,10 @@ def fusion_mask(context_mask: torch.Tensor, text_mask: torch.Tensor, attn: str) 
     n = n_ctx + n_txt
     allowed = torch.zeros(b, n, n, dtype=torch.bool, device=keys.device)
     allowed[:, :, :n_ctx] = context_mask[:, None, :]
-    causal = torch.ones(n_txt, n_txt, dtype=torch.bool, device=keys.device).tril()
-    allowed[:, n_ctx:, n_ctx:] = causal & text_mask[:, None, :]
+    text_keys = text_mask[:, None, :].expand(b, n_txt, n_txt)
+    if attn == "seq2seq":
+        text_keys = text_keys & torch.ones(n_txt, n_txt, dtype=torch.bool, device=keys.device).tril()
+    allowed[:, n_ctx:, n_ctx:] = text_keys
     return _never_empty(allowed[:, None])
 
 
@@ -198,6 +215,8 @@ class VideoEncoder(nn.Module):
             depths=config.swin_depths,  # type: ignore[arg-type]
             num_heads=config.swin_heads,  # type: ignore[arg-type]
             window_size=config.swin_window,
+            patch_size=config.swin_patch_size,
+            stem_convs=config.swin_stem_convs,
             drop_path_rate=config.swin_drop_path,
             use_checkpoint=config.use_checkpoint,
             attn_impl=config.attn_impl,
@@ -292,24 +311,33 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, N, D); mask bool, broadcastable to (B, heads, N, N), True = may attend."""
-        b, n, d = x.shape
+        return self.attend(*self.project(x), mask)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values (B, heads, N, D/heads) of x (B, N, D)."""
+        b, n, _ = x.shape
         q, k, v = (
             proj(x).view(b, n, self.num_heads, -1).transpose(1, 2)
             for proj in (self.query, self.key, self.value)
         )
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention of q (B, heads, Nq, d) over k/v (B, heads, Nk, d) -> (B, Nq, heads * d)."""
         p = self.dropout if self.training else 0.0
         # On CPU the explicit path below is faster where SDPA is slow: with dropout (the fused CPU kernel has
         # none; its math fallback measured ~3x slower) and for the backward pass under bf16 autocast (7 ms
         # vs 31 ms for 16x12 heads x 105 tokens, bench/attention.py).
         low_precision_grad = torch.is_grad_enabled() and q.dtype != torch.float32
-        cpu_slow = x.device.type == "cpu" and (p > 0 or low_precision_grad)
+        cpu_slow = q.device.type == "cpu" and (p > 0 or low_precision_grad)
         if self.attn_impl == "sdpa" and not cpu_slow:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
             scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))
             scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
             out = torch.matmul(F.dropout(scores.softmax(dim=-1), p, self.training), v)
-        return out.transpose(1, 2).reshape(b, n, d)
+        b, _, n, _ = q.shape
+        return out.transpose(1, 2).reshape(b, n, -1)
 
 
 class BertResidualOutput(nn.Module):
@@ -357,6 +385,52 @@ class BertLayer(nn.Module):
         x = self.attention(x, mask)
         return self.output(self.intermediate(x), x)
 
+    def forward_context(
+        self, context: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer on context rows that attend only to the context (a prefix mask): the output states and
+        this layer's keys and values of the context, which text rows attend to (:meth:`forward_text`).
+        context (V, Nc, D); mask (V, 1, 1, Nc), True = may attend."""
+        attention = self.attention.self
+        q, k, v = attention.project(context)
+        context = self.attention.output(attention.attend(q, k, v, mask), context)
+        return self.output(self.intermediate(context), context), k, v
+
+    def forward_text(
+        self,
+        text: torch.Tensor,
+        context_keys: torch.Tensor,
+        context_values: torch.Tensor,
+        index: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The layer on text rows under a prefix mask: row i (of B, Nt tokens) attends to context
+        ``index[i]``'s keys/values of this layer and to its own text. mask (B, 1, 1 or Nt, Nc + Nt)."""
+        attention = self.attention.self
+        q, k, v = attention.project(text)
+        # index_select, not keys[index]: its backward (index_add_) is ~4x faster on CPU than index_put_
+        keys = torch.cat([context_keys.index_select(0, index), k], dim=2)
+        values = torch.cat([context_values.index_select(0, index), v], dim=2)
+        text = self.attention.output(attention.attend(q, keys, values, mask), text)
+        return self.output(self.intermediate(text), text)
+
+
+@dataclass
+class FusionContext:
+    """The video side of a prefix-masked fusion (video attends to video only), computed once for any number
+    of text rows: per fusion layer the keys and values of every context token (video + task token)."""
+
+    keys: list[torch.Tensor]  # per layer (V, heads, Nc, D / heads)
+    values: list[torch.Tensor]
+    mask: torch.Tensor  # (V, Nc) bool, True = a valid context token
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.mask.device
+
 
 class BertEncoder(nn.Module):
     def __init__(self, config: LavenderConfig, num_layers: int):
@@ -366,11 +440,32 @@ class BertEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         for layer in self.layer:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                x = checkpoint(layer, x, mask, use_reentrant=False)
-            else:
-                x = layer(x, mask)
+            x = self._run(layer, x, mask)
         return x
+
+    def _run(self, fn, *args):
+        if self.use_checkpoint and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def encode_context(self, context: torch.Tensor, context_mask: torch.Tensor) -> FusionContext:
+        """Every layer's keys and values of context rows that attend only to the context."""
+        own = fusion_mask(context_mask, context_mask.new_zeros(context_mask.shape[0], 0), "full")
+        keys, values = [], []
+        for layer in self.layer:
+            context, k, v = self._run(layer.forward_context, context, own)
+            keys.append(k)
+            values.append(v)
+        return FusionContext(keys, values, context_mask)
+
+    def forward_text(
+        self, text: torch.Tensor, context: FusionContext, index: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Text rows through every layer, row i attending to context ``index[i]`` (mask: see
+        :meth:`BertLayer.forward_text`)."""
+        for layer, keys, values in zip(self.layer, context.keys, context.values):
+            text = self._run(layer.forward_text, text, keys, values, index, mask)
+        return text
 
 
 class TextEncoder(nn.Module):
@@ -515,33 +610,71 @@ class LavenderModel(nn.Module):
         """Token ids (B, L) -> (B, L, D); ``mask``/``causal`` matter only with text layers."""
         return self.enc_txt(ids, mask, causal)
 
+    def shares_video(self, attn: str) -> bool:
+        """Whether video tokens ignore the text under ``attn`` ("seq2seq", "prefix", or "full" with
+        ``config.video_attends_text`` False): then each video is fused once for all of its texts."""
+        return attn in ("seq2seq", "prefix") or not self.config.video_attends_text
+
+    def _context(
+        self, video_feat: torch.Tensor, video_mask: torch.Tensor, task: str | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[video ; task token?] tokens and their validity mask."""
+        context, mask = video_feat.to(dtype), video_mask.bool()
+        pretext = self.task_token(task, context.shape[0])
+        if pretext is not None:
+            context = torch.cat([context, pretext.to(dtype)], dim=1)
+            mask = F.pad(mask, (0, 1), value=True)
+        return context, mask
+
+    def fusion_context(
+        self, video_feat: torch.Tensor, video_mask: torch.Tensor, task: str | None = None
+    ) -> FusionContext:
+        """The fused video side of attention where video ignores text (:meth:`shares_video`), computed once:
+        pass it to :meth:`fuse` in place of the video tokens for any number of text rows (every decoding
+        step, every retrieval pair)."""
+        return self.trsfr.encode_context(*self._context(video_feat, video_mask, task, video_feat.dtype))
+
     def fuse(
         self,
-        video_feat: torch.Tensor,
-        video_mask: torch.Tensor,
+        video_feat: torch.Tensor | FusionContext,
+        video_mask: torch.Tensor | None,
         text_emb: torch.Tensor,
         text_mask: torch.Tensor,
         attn: str = "full",
         task: str | None = None,
+        video_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run the fusion encoder over [video ; task token? ; text]; return the text positions (B, L, D)."""
-        b = text_emb.shape[0]
-        if video_feat.shape[0] != b:  # one clip scored against several texts (e.g. options)
-            if b % video_feat.shape[0]:
-                raise ValueError(f"video batch {video_feat.shape[0]} does not divide text batch {b}")
-            reps = b // video_feat.shape[0]
-            video_feat, video_mask = (
-                video_feat.repeat_interleave(reps, 0),
-                video_mask.repeat_interleave(reps, 0),
-            )
-        parts, context_masks = [video_feat.to(text_emb.dtype)], [video_mask.bool()]
-        pretext = self.task_token(task, b)
-        if pretext is not None:
-            parts.append(pretext.to(text_emb.dtype))
-            context_masks.append(torch.ones(b, 1, dtype=torch.bool, device=text_emb.device))
-        x = torch.cat([*parts, text_emb], dim=1)
-        mask = fusion_mask(torch.cat(context_masks, dim=1), text_mask.bool(), attn)
-        return self.trsfr(x, mask)[:, -text_emb.shape[1] :]
+        """Run the fusion encoder over [video ; task token? ; text]; return the text positions (B, L, D).
+
+        ``video_feat``: video tokens (V, Nv, D) with ``video_mask`` (V, Nv), or a :class:`FusionContext` of
+        V videos (``video_mask`` unused). Text row i is fused with video ``video_index[i]`` (default: row i,
+        or each video repeated for an equal share of consecutive rows when there are fewer videos than
+        texts, e.g. one clip and its options). Where video tokens ignore the text (:meth:`shares_video`)
+        each video is fused once and shared by its rows.
+        """
+        b, n_videos, n_text = text_emb.shape[0], len(video_feat), text_emb.shape[1]
+        if video_index is None:
+            if b % n_videos:
+                raise ValueError(f"video batch {n_videos} does not divide text batch {b}")
+            video_index = torch.arange(n_videos).repeat_interleave(b // n_videos)
+        video_index = video_index.to(text_emb.device)
+        if isinstance(video_feat, FusionContext):
+            if not self.shares_video(attn):
+                raise ValueError(f"a FusionContext serves attention where video ignores text, not {attn!r}")
+            context = video_feat
+        elif self.shares_video(attn):
+            used, video_index = torch.unique(video_index, return_inverse=True)  # fuse the videos in use
+            if len(used) < n_videos:
+                video_feat, video_mask = video_feat.index_select(0, used), video_mask.index_select(0, used)
+            context = self.fusion_context(video_feat.to(text_emb.dtype), video_mask, task)
+        else:  # full attention: every (video, text) row is fused whole
+            tokens, mask = self._context(video_feat, video_mask, task, text_emb.dtype)
+            x = torch.cat([tokens.index_select(0, video_index), text_emb], dim=1)
+            allowed = fusion_mask(mask.index_select(0, video_index), text_mask.bool(), "full")
+            return self.trsfr(x, allowed)[:, -n_text:]
+        mode = "seq2seq" if attn == "seq2seq" else "prefix"
+        allowed = fusion_mask(context.mask.index_select(0, video_index), text_mask.bool(), mode)
+        return self.trsfr.forward_text(text_emb, context, video_index, allowed[..., -n_text:, :])
 
     def task_token(self, task: str | None, batch: int) -> torch.Tensor | None:
         """(B, 1, D) ``emb_task`` row for ``task`` when ``config.enable_task_token``, else None."""
@@ -554,20 +687,30 @@ class LavenderModel(nn.Module):
         return self.emb_task[TASK_TOKEN_IDS[task]].expand(batch, 1, -1)
 
     def mlm_logits(
-        self, hidden: torch.Tensor, positions: torch.Tensor | None = None, exact: bool = False
+        self,
+        hidden: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        exact: bool = False,
+        vocab: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Vocabulary logits (B, L, V), or (K, V) for the K True entries of ``positions`` (B, L) only.
 
         Apply the head only where a label or prediction is needed (e.g. the [MASK] of VTM/QA) to save the
         (B, L, V) matmul. ``exact=True`` runs the head in its weights' dtype even under autocast: bf16
         logits (8-bit mantissa) round close scores to ties, which matters when ranking many candidates.
+        ``vocab`` (ids): only those columns, e.g. "true"/"false" to rank pairs (the same values as the full
+        logits, without computing the other 30k).
         """
         if positions is not None:
             hidden = hidden[positions.bool()]
-        if not exact:
-            return self.fc_mtm(hidden)
-        with torch.autocast(hidden.device.type, enabled=False):
-            return self.fc_mtm(hidden.to(self.fc_mtm.predictions.decoder.weight.dtype))
+        head = self.fc_mtm.predictions
+        with torch.autocast(hidden.device.type, enabled=False) if exact else contextlib.nullcontext():
+            if exact:
+                hidden = hidden.to(head.decoder.weight.dtype)
+            if vocab is None:
+                return self.fc_mtm(hidden)
+            vocab = vocab.to(hidden.device)
+            return F.linear(head.transform(hidden), head.decoder.weight[vocab], head.bias[vocab])
 
     def forward(
         self,
@@ -593,6 +736,7 @@ def true_false_score(logits_at_mask: torch.Tensor, true_id: int, false_id: int) 
 __all__ = [
     "ATTN_MASK_TYPES",
     "TASK_TOKEN_IDS",
+    "FusionContext",
     "LavenderConfig",
     "LavenderModel",
     "fusion_mask",

@@ -188,18 +188,51 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * noise
 
 
-class PatchEmbed3D(nn.Module):
-    """VIOLET patch embedding: one frame padded at the end, Conv3d k=(2,4,4) s=(1,4,4), LayerNorm."""
+class ChannelNorm3d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, T, H, W) tensor."""
 
-    def __init__(self, embed_dim: int, patch_size: Triple = (2, 4, 4), in_chans: int = 3):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class ConvStemLayer(nn.Module):
+    """One stride-2 3x3 convolution per frame, channel LayerNorm, GELU (an "early convolution" stem layer)."""
+
+    def __init__(self, in_chans: int, out_chans: int):
+        super().__init__()
+        self.conv = nn.Conv3d(in_chans, out_chans, kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.norm = ChannelNorm3d(out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.norm(self.conv(x)))
+
+
+class PatchEmbed3D(nn.Module):
+    """VIOLET patch embedding: one frame padded at the end, Conv3d k=(2,4,4) s=(1,4,4), LayerNorm.
+
+    ``stem_convs`` > 0 puts that many :class:`ConvStemLayer` (each halving the frame side) before the
+    projection, whose spatial kernel and stride shrink to keep the total stride ``patch_size``: convolutions
+    before patchifying make a Swin trained from scratch learn local shape much faster (Xiao et al.,
+    "Early Convolutions Help Transformers See Better", 2021). 0 (the default) is the reference layout.
+    """
+
+    def __init__(
+        self, embed_dim: int, patch_size: Triple = (2, 4, 4), in_chans: int = 3, stem_convs: int = 0
+    ):
         super().__init__()
         self.patch_size = patch_size
-        stride = (1, patch_size[1], patch_size[2])
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=patch_size, stride=stride)
+        scale = 2**stem_convs
+        if stem_convs < 0 or patch_size[1] % scale or patch_size[2] % scale:
+            raise ValueError(f"stem_convs={stem_convs}: patch size {patch_size} is not divisible by {scale}")
+        widths = [in_chans] + [max(8, embed_dim // 2 ** (stem_convs - i)) for i in range(stem_convs)]
+        self.stem = nn.Sequential(*(ConvStemLayer(a, b) for a, b in zip(widths, widths[1:])))
+        kernel = (patch_size[0], patch_size[1] // scale, patch_size[2] // scale)
+        self.proj = nn.Conv3d(widths[-1], embed_dim, kernel_size=kernel, stride=(1, *kernel[1:]))
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, T, H/4, W/4, C)."""
+        x = self.stem(x)
         x = F.pad(x, (0, 0, 0, 0, 0, self.patch_size[0] - 1))
         x = self.proj(x).permute(0, 2, 3, 4, 1)
         return self.norm(x)
@@ -427,6 +460,7 @@ class SwinTransformer3D(nn.Module):
         num_heads: Sequence[int] = (4, 8, 16, 32),
         window_size: Sequence[int] = (8, 7, 7),
         patch_size: Sequence[int] = (2, 4, 4),
+        stem_convs: int = 0,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.2,
         use_checkpoint: bool = False,
@@ -442,7 +476,7 @@ class SwinTransformer3D(nn.Module):
         self.use_checkpoint = use_checkpoint
         self.num_features = embed_dim * 2 ** (len(depths) - 1)
         self.stride = self.patch_size[1] * 2 ** (len(depths) - 1)
-        self.patch_embed = PatchEmbed3D(embed_dim, self.patch_size)
+        self.patch_embed = PatchEmbed3D(embed_dim, self.patch_size, stem_convs=stem_convs)
         rates = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):

@@ -125,16 +125,21 @@ def logits_at(
     video_mask: torch.Tensor,
     layout: Layout,
     positions: torch.Tensor | None = None,
+    video_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the fusion encoder on (video, text) and the MLM head at ``positions`` only.
 
     ``positions``: (B,) or (B, k) token indices into the text; default ``layout.mask_index()``.
+    ``video_index``: (B,) the video of each text row (default: see ``LavenderModel.fuse``); rows that share a
+    video share its fused tokens where the model's attention allows it.
     Returns (B, V) or (B, k, V) logits.
     """
     device = video_feat.device
     ids, mask = layout.ids.to(device), layout.mask.to(device)
     text = model.embed_text(ids, mask, causal=layout.attn == "seq2seq")
-    hidden = model.fuse(video_feat, video_mask, text, mask, attn=layout.attn, task=layout.task)
+    hidden = model.fuse(
+        video_feat, video_mask, text, mask, attn=layout.attn, task=layout.task, video_index=video_index
+    )
     if positions is None:
         index, squeeze = layout.mask_index().to(device), layout.n_masks == 1
     else:
@@ -274,9 +279,9 @@ class AnnotatedTask(Task):
     def predict(self, model, split: str, predict_batch: Callable[..., Sequence[Any]]) -> list[Any]:
         """One result per item of ``split``, in file order, on every rank.
 
-        ``predict_batch(model, video_feat, video_mask, records) -> [result per record]`` runs on this
-        rank's share of the items (each distinct video of a batch encoded once, its tokens repeated for
-        its records); the shares are gathered so that every item is counted exactly once.
+        ``predict_batch(model, video_feat, video_mask, records, video_index) -> [result per record]`` runs on
+        this rank's share of the items (each distinct video of a batch encoded once; ``video_index`` = the
+        video of each record); the shares are gathered so that every item is counted exactly once.
         """
         records = self.ann[split]
         dataset = clip_dataset(self.cfg, self.store, records, train=False)
@@ -284,8 +289,8 @@ class AnnotatedTask(Task):
         local: list[tuple[int, Any]] = []
         for batch in eval_batches(dataset, self.cfg.size_batch, eval_collate, self.cfg.n_workers):
             feat, mask = model.encode_video(batch["video"].to(device))
-            feat, mask = expand_video(feat, mask, batch["row_video"])
-            local += zip(batch["index"], predict_batch(model, feat, mask, batch["records"]))
+            rows = batch["row_video"].to(device)
+            local += zip(batch["index"], predict_batch(model, feat, mask, batch["records"], rows))
         gathered = D.gather_eval(local)
         if [i for i, _ in gathered] != list(range(len(records))):
             raise RuntimeError(

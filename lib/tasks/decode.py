@@ -5,10 +5,12 @@ and reads the next word from the MLM logits at the ``[MASK]``; a caption ends at
 ``max_gen_length`` words (reference §1.9). The video is encoded ONCE per batch by the caller
 (:func:`caption_videos` does it); its tokens are reused for every step and every beam.
 
-Recomputation. Each step re-runs the fusion encoder over the whole prefix. Under the "seq2seq" mask a
-text position attends only to the video and to earlier text positions, so the prefix's states do not
-depend on what follows and this recomputation is exact. A key/value cache of the prefix would give the
-same numbers for a fraction of the cost (one new position per step): a possible later optimisation.
+Recomputation. Under the "seq2seq" mask video tokens attend only to video, so their fused states (every
+layer's keys and values, :class:`lib.model.lavender.FusionContext`) are computed once per batch and shared
+by every step and every beam. Each step re-runs the text positions of the whole prefix: a text position
+attends only to the video and to earlier text positions, so the prefix's states do not depend on what
+follows and this recomputation is exact. A key/value cache of the text prefix would give the same numbers
+for a fraction of the cost (one new position per step): a possible later optimisation.
 
 Scores. A hypothesis of ``n`` generated tokens (its ``[SEP]`` included when it has one) with summed
 log-probability ``S`` scores ``S / n ** length_penalty``; the default ``length_penalty = 1`` is the mean
@@ -34,7 +36,10 @@ from dataclasses import dataclass
 import torch
 
 from lib.model import layouts
+from lib.model.lavender import FusionContext
 from lib.tasks.common import logits_at
+
+CAPTION_TASK = "cap"  # the task token of the caption layouts (lib.model.layouts.caption_step)
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,18 @@ def n_decode_steps(max_gen_length: int, size_txt: int | None) -> int:
 
 
 def next_token_log_probs(
-    model, tok, video_feat: torch.Tensor, video_mask: torch.Tensor, prefix: torch.Tensor
+    model,
+    tok,
+    video_feat: torch.Tensor | FusionContext,
+    video_mask: torch.Tensor | None,
+    prefix: torch.Tensor,
+    video_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(N, V) log-probabilities of the word after ``prefix`` (N, t) given each row's video tokens."""
+    """(N, V) log-probabilities of the word after ``prefix`` (N, t), row i given video ``video_index[i]``
+    (default: video i): video tokens and mask, or their :class:`FusionContext`."""
     layout = layouts.caption_step(tok, prefix, prefix.shape[1] + 1)
     log_probs = torch.log_softmax(
-        logits_at(model, video_feat, video_mask, layout, layout.mask_pos).float(), dim=-1
+        logits_at(model, video_feat, video_mask, layout, layout.mask_pos, video_index).float(), dim=-1
     )
     banned = [tok.cls_token_id, tok.pad_token_id, tok.mask_token_id]
     log_probs[:, banned] = float("-inf")
@@ -91,6 +102,7 @@ def greedy(
     """The most probable word at every step, for a batch of encoded videos (B, Nv, D) / (B, Nv)."""
     n, device = video_feat.shape[0], video_feat.device
     steps = n_decode_steps(max_gen_length, size_txt)
+    video = model.fusion_context(video_feat, video_mask, task=CAPTION_TASK)  # fused once for every step
     prefix = layouts.caption_start(tok, n).to(device)
     log_prob = torch.zeros(n, dtype=torch.float32, device=device)
     length = torch.zeros(n, dtype=torch.long, device=device)
@@ -99,7 +111,7 @@ def greedy(
         rows = alive.nonzero().squeeze(1)
         if len(rows) == 0:
             break
-        step_lp = next_token_log_probs(model, tok, video_feat[rows], video_mask[rows], prefix[rows])
+        step_lp = next_token_log_probs(model, tok, video, None, prefix[rows], rows)
         best_lp, best = step_lp.max(dim=-1)
         token = torch.full((n,), tok.pad_token_id, dtype=torch.long, device=device)
         token[rows] = best
@@ -134,8 +146,8 @@ def beam_search(
         raise ValueError(f"beam_size={beam_size}; it must be >= 1")
     b, k, device = video_feat.shape[0], beam_size, video_feat.device
     steps = n_decode_steps(max_gen_length, size_txt)
-    feat = video_feat.repeat_interleave(k, dim=0)  # (B*K, Nv, D): row b*K + j is beam j of video b
-    mask = video_mask.repeat_interleave(k, dim=0)
+    beam_video = torch.arange(b, device=device).repeat_interleave(k)  # row b*K + j is beam j of video b
+    video = model.fusion_context(video_feat, video_mask, task=CAPTION_TASK)  # fused once for every step
     tokens = torch.full((b, k, steps), tok.pad_token_id, dtype=torch.long, device=device)
     log_prob = torch.full((b, k), float("-inf"), device=device)
     log_prob[:, 0] = 0.0  # one live beam per video to start from; the others are empty slots
@@ -148,7 +160,7 @@ def beam_search(
         if len(rows) == 0:
             break
         prefix = torch.cat([cls[rows], tokens.view(b * k, steps)[rows, :step]], dim=1)
-        step_lp = next_token_log_probs(model, tok, feat[rows], mask[rows], prefix)
+        step_lp = next_token_log_probs(model, tok, video, None, prefix, beam_video[rows])
         vocab = step_lp.shape[1]
         extended = torch.full((b * k, vocab), float("-inf"), device=device)
         extended[rows] = log_prob.view(-1)[rows, None] + step_lp

@@ -67,12 +67,15 @@ def model_config(cfg: Config) -> LavenderConfig:
         "enable_task_token": cfg.enable_task_token,
         "use_checkpoint": cfg.use_checkpoint,
         "swin_drop_path": cfg.vis_drop_path,
+        "swin_stem_convs": cfg.vis_stem_convs,
+        "video_attends_text": cfg.video_attends_text,
     }
     for ours, key in (
         ("swin_embed_dim", "vis_embed_dim"),
         ("swin_depths", "vis_depths"),
         ("swin_heads", "vis_heads"),
         ("swin_window", "vis_window"),
+        ("swin_patch_size", "vis_patch_size"),
     ):
         if cfg[key] is not None:
             fields[ours] = tuple(cfg[key]) if isinstance(cfg[key], list) else cfg[key]

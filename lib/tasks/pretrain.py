@@ -55,7 +55,6 @@ from lib.tasks.common import (
     Task,
     clip_dataset,
     eval_batches,
-    expand_video,
     logits_at,
     model_device,
     open_store,
@@ -99,7 +98,7 @@ def mlm_layout(
 
 def masked_token_logits(
     model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # one text row per video
     """Fusion over (video, text), then the MLM head at the supervised positions only.
 
     Returns (logits (M, V), labels (M,), row (M,)) for the M positions whose label is not ignored.
@@ -370,11 +369,9 @@ class PretrainTask(Task):
         counts = [len(c) for c in candidates]
         layout = layouts.vtm(self.tok, [texts[j] for c in candidates for j in c], self.cfg.size_txt)
         pair_video = torch.repeat_interleave(torch.arange(len(candidates)), torch.tensor(counts))
-        feat, mask = expand_video(feat, mask, pair_video)
         score = layouts.true_false_ranker(self.cfg.tf_score)
-        scores = score(
-            logits_at(model, feat, mask, layout, layout.mask_pos).float(), self.true_id, self.false_id
-        ).cpu()
+        logits = logits_at(model, feat, mask, layout, layout.mask_pos, pair_video.to(feat.device))
+        scores = score(logits.float(), self.true_id, self.false_id).cpu()
         out = []
         for group in torch.split(scores, counts):
             out.append(bool((group[0] > group[1:]).all()) if len(group) > 1 else None)

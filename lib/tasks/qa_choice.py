@@ -28,7 +28,7 @@ from lib.data.datasets import stack_clips
 from lib.engine.config import Config
 from lib.metrics.qa import mc_accuracy
 from lib.model import layouts
-from lib.tasks.common import AnnotatedTask, expand_video
+from lib.tasks.common import AnnotatedTask
 from lib.tasks.qa_open import masked_labels, masked_logits
 
 
@@ -57,12 +57,21 @@ class ChoiceTask(AnnotatedTask):
         questions = [r.question for r in records]
         return build(self.tok, questions, [list(r.options) for r in records], self.cfg.size_txt, answers)
 
-    def option_logits(self, model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout):
-        """(rows, V) logits at each row's [MASK]; the video repeated over the options in "retrieval" style."""
+    def option_logits(
+        self,
+        model,
+        feat: torch.Tensor,
+        mask: torch.Tensor,
+        layout: layouts.Layout,
+        video_index: torch.Tensor | None = None,
+    ):
+        """(rows, V) logits at each row's [MASK] (question i on video ``video_index[i]``, default i); in
+        "retrieval" style a question's video serves each of its option rows."""
+        if video_index is None:
+            video_index = torch.arange(feat.shape[0], device=feat.device)
         if self.style == "retrieval":
-            rows = torch.arange(feat.shape[0], device=feat.device).repeat_interleave(self.n_options)
-            feat, mask = expand_video(feat, mask, rows)
-        return masked_logits(model, feat, mask, layout)[:, 0]
+            video_index = video_index.repeat_interleave(self.n_options)
+        return masked_logits(model, feat, mask, layout, video_index)[:, 0]
 
     def option_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, O) score of every option from the (rows, V) logits."""
@@ -96,9 +105,10 @@ class ChoiceTask(AnnotatedTask):
     # ---- evaluation
 
     def predict_batch(
-        self, model, feat: torch.Tensor, mask: torch.Tensor, records: list
+        self, model, feat: torch.Tensor, mask: torch.Tensor, records: list, rows: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
-        return list(self.option_scores(self.option_logits(model, feat, mask, self.layout(records))).cpu())
+        logits = self.option_logits(model, feat, mask, self.layout(records), rows)
+        return list(self.option_scores(logits).cpu())
 
     def evaluate(self, model, split: str) -> dict[str, float]:
         records = self.ann[split]

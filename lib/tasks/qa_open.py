@@ -44,7 +44,7 @@ from lib.data.datasets import item_rows, stack_clips
 from lib.engine.config import Config, ConfigError
 from lib.metrics.qa import accuracy_by_type, normalize_answer, qa_report
 from lib.model import layouts
-from lib.tasks.common import AnnotatedTask, expand_video, logits_at
+from lib.tasks.common import AnnotatedTask, logits_at
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,16 @@ MAX_ANSWER_PIECES = 8
 BLANK = "[MASK]"
 
 
-def masked_logits(model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout) -> torch.Tensor:
-    """(B, n_masks, V) float logits at every supervised [MASK] of ``layout``."""
-    return logits_at(model, feat, mask, layout, layout.mask_index()).float()
+def masked_logits(
+    model,
+    feat: torch.Tensor,
+    mask: torch.Tensor,
+    layout: layouts.Layout,
+    video_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, n_masks, V) float logits at every supervised [MASK] of ``layout`` (row i on video
+    ``video_index[i]``)."""
+    return logits_at(model, feat, mask, layout, layout.mask_index(), video_index).float()
 
 
 def masked_labels(layout: layouts.Layout, device: torch.device) -> torch.Tensor:
@@ -173,7 +180,7 @@ class OpenQATask(AnnotatedTask):
         feat, mask = model.encode_video(batch["video"])
         losses, hits = [], []
         for rows, layout in batch["groups"]:
-            logits = masked_logits(model, *expand_video(feat, mask, rows), layout)
+            logits = masked_logits(model, feat, mask, layout, rows)
             labels = masked_labels(layout, logits.device)
             ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
             losses.append(ce.view_as(labels).mean(dim=1))
@@ -184,15 +191,17 @@ class OpenQATask(AnnotatedTask):
 
     # ---- evaluation
 
-    def predict_batch(self, model, feat: torch.Tensor, mask: torch.Tensor, records: list) -> list[list[str]]:
-        """The top-5 answers of each record, best first."""
+    def predict_batch(
+        self, model, feat: torch.Tensor, mask: torch.Tensor, records: list, rows: torch.Tensor | None = None
+    ) -> list[list[str]]:
+        """The top-5 answers of each record (on video ``rows[i]``), best first."""
         questions = [r.question for r in records]
         if self.answer_space == "vocab":
-            top = masked_logits(model, feat, mask, self.layout(questions, 1))[:, 0].topk(TOP_K, dim=-1)
+            top = masked_logits(model, feat, mask, self.layout(questions, 1), rows)[:, 0].topk(TOP_K, dim=-1)
             return [self.tok.convert_ids_to_tokens(row) for row in top.indices.tolist()]
         scores = torch.full((len(records), len(self.candidates)), float("-inf"))
         for k, (index, pieces) in self.candidate_groups.items():
-            log_probs = masked_logits(model, feat, mask, self.layout(questions, k)).log_softmax(-1)
+            log_probs = masked_logits(model, feat, mask, self.layout(questions, k), rows).log_softmax(-1)
             scores[:, index] = layouts.score_candidates(log_probs, pieces.to(log_probs.device)).cpu()
         top = scores.topk(min(TOP_K, scores.shape[1]), dim=-1).indices
         return [[self.candidates[j] for j in row] for row in top.tolist()]

@@ -30,7 +30,6 @@ from lib.tasks.common import (
     AnnotatedTask,
     clip_dataset,
     eval_batches,
-    expand_video,
     logits_at,
     model_device,
     supervised_labels,
@@ -71,8 +70,7 @@ def vtm_loss_on_features(
 ) -> dict:
     """Cross-entropy at the [MASK] of every (video, text) pair (row i uses video ``pair_video[i]``);
     also the matching accuracy."""
-    feat, mask = expand_video(feat, mask, pair_video)
-    logits = logits_at(model, feat, mask, layout)
+    logits = logits_at(model, feat, mask, layout, video_index=pair_video.to(feat.device))
     labels = supervised_labels(layout).to(logits.device)
     loss = F.cross_entropy(logits.float(), labels)
     return {"loss": loss, "acc": (logits.argmax(-1) == labels).float().mean()}
@@ -126,17 +124,19 @@ class RetrievalTask(AnnotatedTask):
         ids, tmask = layout.ids.to(device), layout.mask.to(device)
         emb = model.embed_text(ids, tmask)
         pos = layout.mask_pos.to(device)
+        video = model.fusion_context(feats, masks, layout.task) if model.shares_video("full") else feats
         score = layouts.true_false_ranker(self.cfg.tf_score)
+        pair = torch.tensor([self.true_id, self.false_id], device=device)
         out = torch.empty(len(texts) * n_v)
         flat_t = torch.arange(len(texts), device=device).repeat_interleave(n_v)
         flat_v = torch.arange(n_v, device=device).repeat(len(texts))
         step = max(1, self.cfg.eval_pair_batch)
         for start in range(0, len(out), step):
             t, v = flat_t[start : start + step], flat_v[start : start + step]
-            hidden = model.fuse(feats[v], masks[v], emb[t], tmask[t], attn="full", task=layout.task)
+            hidden = model.fuse(video, masks, emb[t], tmask[t], attn="full", task=layout.task, video_index=v)
             h = hidden[torch.arange(len(t), device=device), pos[t]]
-            logits = model.mlm_logits(h, exact=True)  # ranking 60+ videos: no bf16 ties
-            out[start : start + len(t)] = score(logits.float(), self.true_id, self.false_id).cpu()
+            logits = model.mlm_logits(h, exact=True, vocab=pair)  # ranking 60+ videos: no bf16 ties
+            out[start : start + len(t)] = score(logits.float(), 0, 1).cpu()
         return out.view(len(texts), n_v).numpy()
 
     def evaluate(self, model, split: str) -> dict[str, float]:

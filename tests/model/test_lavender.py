@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from lib.model.lavender import (
@@ -144,6 +145,15 @@ def test_exact_head_under_autocast_gives_float32_logits_without_bf16_rounding(mo
     assert rounded.float().unique().numel() < exact.unique().numel()  # bf16 merges close logits
 
 
+def test_head_on_a_vocabulary_subset_equals_those_columns(model):
+    hidden = torch.randn(3, 64)
+    vocab = torch.tensor([7, 3, 450])
+    with torch.no_grad():
+        for exact in (False, True):
+            full = model.mlm_logits(hidden, exact=exact)
+            torch.testing.assert_close(model.mlm_logits(hidden, exact=exact, vocab=vocab), full[:, vocab])
+
+
 def test_true_false_score_is_two_way_softmax():
     logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]])
     p = true_false_score(logits, true_id=0, false_id=2)
@@ -223,6 +233,75 @@ def test_seq2seq_is_causal_over_text_and_video_ignores_text(model):
     with torch.no_grad():
         a, b = model(clip(), ids, mask, attn="full"), model(clip(), other, mask, attn="full")
     assert not torch.allclose(a[:, 0], b[:, 0])  # in "full" everything sees everything
+
+
+def test_prefix_mask_layout():
+    context = torch.tensor([[1, 1, 0]], dtype=torch.bool)
+    text = torch.tensor([[1, 1, 1, 0]], dtype=torch.bool)
+    allowed = fusion_mask(context, text, "prefix")[0, 0].int()
+    assert allowed[:3].tolist() == [[1, 1, 0, 0, 0, 0, 0]] * 3  # video rows: valid video, never text
+    assert allowed[3:].tolist() == [[1, 1, 0, 1, 1, 1, 0]] * 4  # text rows: valid video and ALL valid text
+
+
+def reference_fuse(model, feat, vmask, text, tmask, attn, index, task=None):
+    """The fusion as one pass over concatenated [video ; task token ; text] rows (no sharing)."""
+    context, cmask = feat[index], vmask[index].bool()
+    token = model.task_token(task, len(index))
+    if token is not None:
+        context, cmask = torch.cat([context, token], 1), F.pad(cmask, (0, 1), value=True)
+    x = torch.cat([context, text], dim=1)
+    return model.trsfr(x, fusion_mask(cmask, tmask.bool(), attn))[:, -text.shape[1] :]
+
+
+@pytest.mark.parametrize("attn", ["seq2seq", "prefix", "full-no-video-to-text"])
+@pytest.mark.parametrize("task_token", [False, True])
+def test_shared_video_fusion_equals_the_concatenated_pass(attn, task_token):
+    """Where video does not attend to text, each video is fused once and shared by its rows: same outputs
+    and gradients as fusing every (video, text) row in full."""
+    shared = attn == "full-no-video-to-text"
+    model = tiny_model(enable_task_token=task_token, video_attends_text=not shared).train()
+    ids, mask = text_batch(batch=4, pad_from=5)
+    index = torch.tensor([1, 0, 1, 1])  # rows 0, 2, 3 share video 1
+    feat, vmask = model.encode_video(clip(batch=2))
+    vmask = vmask.clone()
+    vmask[0, -3:] = False  # padded video tokens in video 0
+    task = "vtm" if task_token else None
+    call = "full" if shared else attn
+    text = model.embed_text(ids, mask, causal=attn == "seq2seq")
+    got = model.fuse(feat, vmask, text, mask, attn=call, task=task, video_index=index)
+    want = reference_fuse(model, feat, vmask, text, mask, "prefix" if shared else attn, index, task)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    weight = model.trsfr.layer[0].intermediate.dense.weight
+    (g_got,) = torch.autograd.grad(got.square().sum(), weight, retain_graph=True)
+    (g_want,) = torch.autograd.grad(want.square().sum(), weight)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["seq2seq", "prefix"])
+def test_a_fusion_context_is_reused_with_the_same_results(attn):
+    model = tiny_model(enable_task_token=True)
+    ids, mask = text_batch(batch=4, pad_from=5)
+    index = torch.tensor([1, 1, 0, 1])
+    with torch.no_grad():
+        feat, vmask = model.encode_video(clip(batch=2))
+        text = model.embed_text(ids, mask, causal=attn == "seq2seq")
+        context = model.fusion_context(feat, vmask, task="cap")
+        assert len(context) == 2 and len(context.keys) == len(model.trsfr.layer)
+        once = model.fuse(context, None, text, mask, attn=attn, task="cap", video_index=index)
+        again = model.fuse(feat, vmask, text, mask, attn=attn, task="cap", video_index=index)
+        torch.testing.assert_close(once, again)
+        with pytest.raises(ValueError, match="FusionContext serves"):
+            model.fuse(context, None, text, mask, attn="full", task="cap", video_index=index)
+
+
+def test_video_attends_text_switch_changes_full_attention_only(model):
+    ids, mask = text_batch()
+    prefix_model = copy.deepcopy(model)
+    prefix_model.config = dataclasses.replace(model.config, video_attends_text=False)
+    with torch.no_grad():
+        for attn in ("full", "seq2seq"):
+            a, b = model(clip(), ids, mask, attn=attn), prefix_model(clip(), ids, mask, attn=attn)
+            assert torch.allclose(a, b) is (attn == "seq2seq")
 
 
 # --------------------------------------------------------------------------------------------------------

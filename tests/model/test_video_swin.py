@@ -239,3 +239,28 @@ def test_reference_parameter_names():
     ):
         assert key in names, key
     assert not any("relative_position_index" in n or "layers.3.downsample" in n for n in names)
+
+
+@pytest.mark.parametrize("stem_convs", [1, 2])
+def test_conv_stem_keeps_the_patch_grid_and_learns(stem_convs):
+    """Early convolutions before an 8x8 patch projection: same token grid as the plain stem, every stem
+    parameter trained, temporal mixing still in the projection (a change in frame 1 reaches token 0)."""
+    plain = tiny_swin(depths=(1, 1), num_heads=(1, 2), patch_size=(2, 8, 8))
+    swin = tiny_swin(depths=(1, 1), num_heads=(1, 2), patch_size=(2, 8, 8), stem_convs=stem_convs)
+    x = torch.randn(2, 3, 3, 64, 64)
+    out = swin(x)
+    assert out.shape == plain(x).shape == (2, 3, 4, 4, 48)
+    out.square().mean().backward()
+    stem = [n for n, p in swin.named_parameters() if n.startswith("patch_embed.stem.")]
+    assert len(stem) == 4 * stem_convs  # conv weight and bias, norm weight and bias per layer
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in swin.parameters() if p.requires_grad)
+    assert swin.patch_embed.proj.kernel_size == (2, 8 // 2**stem_convs, 8 // 2**stem_convs)
+    y = x.clone()
+    y[:, :, 1] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(swin(x)[:, 0], swin(y)[:, 0])
+
+
+def test_conv_stem_needs_a_divisible_patch():
+    with pytest.raises(ValueError, match="not divisible"):
+        tiny_swin(patch_size=(2, 4, 4), stem_convs=3)

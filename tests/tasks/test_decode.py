@@ -48,8 +48,16 @@ class MarkovCaptioner(torch.nn.Module):
         assert not (ids[:, 1:-1] == self.tok.mask_token_id).any(), "the prefix holds no [MASK]"
         return ids.float()[..., None]
 
-    def fuse(self, video_feat, video_mask, text_emb, text_mask, attn="full", task=None) -> torch.Tensor:
+    def fusion_context(self, video_feat, video_mask, task=None) -> torch.Tensor:
+        assert task == "cap"
+        return video_feat  # a "video" is its index: nothing to fuse ahead
+
+    def fuse(
+        self, video_feat, video_mask, text_emb, text_mask, attn="full", task=None, video_index=None
+    ) -> torch.Tensor:
         assert attn == "seq2seq" and bool(text_mask.all())
+        if video_index is not None:
+            video_feat = video_feat[video_index]
         previous = torch.cat([torch.zeros_like(text_emb[:, :1]), text_emb[:, :-1]], dim=1)[..., 0]
         video = video_feat[:, :1, 0].expand_as(previous)
         return torch.stack([video, previous], dim=-1)

@@ -54,3 +54,25 @@ def test_fusion_dropout_overrides_the_bert_folder(tiny_args, tokenizer):
         torch.testing.assert_close(model(video, ids, ids > 0), model(video, ids, ids > 0))
     with pytest.raises(ConfigError, match="fusion_dropout"):
         build_model(load_config([*tiny_args, "--fusion_dropout", "1.5"]), tokenizer)
+
+
+def test_demo_geometry_keys_reach_the_model_and_its_saved_config(tiny_args, tokenizer, tmp_path):
+    """vis_patch_size / vis_stem_convs / video_attends_text build that model, and a checkpoint folder
+    rebuilds the same architecture (an older config.json without them means the reference layout)."""
+    from lib.model.checkpoint import MODEL_CONFIG, save_model_dir
+    from lib.model.lavender import LavenderConfig
+
+    args = [*tiny_args, "--vis_patch_size", "[2, 8, 8]", "--vis_stem_convs", "2", "--vis_depths",
+            "[1, 1, 1]", "--vis_heads", "[1, 2, 4]", "--video_attends_text", "false"]  # fmt: skip
+    model = build_model(load_config(args), tokenizer)
+    assert model.config.swin_patch_size == (2, 8, 8) and model.config.swin_stem_convs == 2
+    assert model.config.video_attends_text is False
+    feat, _ = model.encode_video(torch.zeros(1, 4, 3, 64, 64, dtype=torch.uint8))
+    assert feat.shape[1] == 4 * (1 + 2 * 2)  # 64 px / (8 * 2 * 2) = 2x2 patches + [CLS] per frame
+    folder = save_model_dir(model, tmp_path / "model")
+    assert LavenderConfig.from_json(folder / MODEL_CONFIG) == model.config
+    old = model.config.to_dict()
+    for key in ("swin_patch_size", "swin_stem_convs", "video_attends_text"):
+        old.pop(key)
+    legacy = LavenderConfig.from_dict(old)
+    assert (legacy.swin_patch_size, legacy.swin_stem_convs, legacy.video_attends_text) == ((2, 4, 4), 0, True)
