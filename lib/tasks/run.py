@@ -94,8 +94,10 @@ def final_evaluation(trainer: Trainer, tasks: Sequence[Task]) -> dict[str, float
     return metrics
 
 
-def run(family: str, argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Train and/or evaluate ``family`` as the config says; returns the final test metrics."""
+def prepare(
+    family: str, argv: Sequence[str] | None = None
+) -> tuple[Config, object, torch.nn.Module, list[Task]]:
+    """The run's config, tokenizer, model (seeded: every rank and every call builds the same) and tasks."""
     cfg = load_config(list(sys.argv[1:] if argv is None else argv))
     if not cfg.type:
         cfg = cfg.override({"type": family})
@@ -104,7 +106,12 @@ def run(family: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     tokenizer = load_tokenizer(cfg.txt_backbone)
     seed_everything(cfg.seed)  # every rank builds identical random parts
     model = build_model(cfg, tokenizer)
-    tasks = build_tasks(cfg, tokenizer)
+    return cfg, tokenizer, model, build_tasks(cfg, tokenizer)
+
+
+def run(family: str, argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Train and/or evaluate ``family`` as the config says; returns the final test metrics."""
+    cfg, tokenizer, model, tasks = prepare(family, argv)
     streams = [s for t in tasks for s in t.train_streams()]
     eval_splits = ["val"] if any("val" in t.eval_splits() for t in tasks) else None
     trainer = Trainer(
