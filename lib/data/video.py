@@ -66,10 +66,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 from PIL import Image
+
+try:  # decoding video files needs PyAV; reading frames from TSV files (training) does not
+    import av
+    from av.video.reformatter import VideoReformatter
+except ImportError:  # pragma: no cover - PyAV is a pinned dependency; this serves foreign environments
+    av = None
 
 STRATEGIES = ("auto", "sequential", "seek")
 
@@ -135,6 +139,8 @@ def reference_frame_indices(n_frames: int, k: int) -> list[int]:
 @contextmanager
 def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """Open ``path`` and return its first real video stream (cover art is not a video)."""
+    if av is None:
+        raise ImportError("decoding video files needs PyAV: pip install av (see pyproject.toml)")
     try:
         container = av.open(path, mode="r")
     except FileNotFoundError:
