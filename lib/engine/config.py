@@ -93,6 +93,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("beam_size", int, 1, "captioning: beam width of decoding (1 = greedy)"),
     Key("caption_eval_backend", str, "auto", "caption metrics: pycocoevalcap (Java), python, or auto",
         ("auto", "pycocoevalcap", "python")),
+    Key("caption_val_backend", str | None, None,
+        "caption metrics on splits other than test (None = caption_eval_backend); python skips METEOR, whose "
+        "Java start-up costs ~15 s per validation pass", ("auto", "pycocoevalcap", "python", None)),
     Key("qa_answer_space", str, "candidates", "open-ended QA answers: candidate list or the whole vocabulary",
         ("candidates", "vocab")),
     Key("qa_layout", str, "auto", "open-ended QA input layout", ("auto", "open", "fill_blank")),

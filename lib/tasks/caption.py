@@ -44,6 +44,7 @@ class CaptionTask(AnnotatedTask):
         super().__init__(cfg, tokenizer, name)
         self.beam_size = cfg.beam_size
         self.backend = cfg.caption_eval_backend
+        self.val_backend = cfg.caption_val_backend or cfg.caption_eval_backend
 
     # ---- training
 
@@ -96,7 +97,8 @@ class CaptionTask(AnnotatedTask):
         scores = None
         if D.is_main():
             references = self.references(split)
-            scores = coco_scores({p["video"]: p["caption"] for p in predictions}, references, self.backend)
+            backend = self.backend if split == "test" else self.val_backend
+            scores = coco_scores({p["video"]: p["caption"] for p in predictions}, references, backend)
             out = Path(self.cfg.path_output)
             out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out / f"captions_{split}.json", predictions, indent=1)

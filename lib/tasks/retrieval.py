@@ -25,7 +25,7 @@ from lib.data.annotations import CaptionItem
 from lib.data.datasets import stack_clips
 from lib.engine import distributed as D
 from lib.metrics.retrieval import retrieval_metrics
-from lib.model import layouts
+from lib.model import lavender, layouts
 from lib.tasks.common import (
     AnnotatedTask,
     clip_dataset,
@@ -34,6 +34,8 @@ from lib.tasks.common import (
     model_device,
     supervised_labels,
 )
+
+VTM_TASK = "vtm"  # the task token of the true/false layouts (lib.model.layouts.vtm)
 
 
 def caption_text(item: CaptionItem, train: bool, rng: random.Random) -> str:
@@ -116,15 +118,29 @@ class RetrievalTask(AnnotatedTask):
         masks = torch.stack([m for _, m in pairs]).to(device)
         return list(dataset.videos), feats, masks
 
-    def score_pairs(self, model, texts: list[str], feats: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
-        """(len(texts), n_videos) true/false scores, ``eval_pair_batch`` fusion rows at a time."""
-        n_v = feats.shape[0]
+    def video_side(
+        self, model, feats: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor | lavender.FusionContext:
+        """What the pairs are fused with: the videos' tokens, or, where video ignores text, their fused
+        keys/values computed once for every text (:meth:`LavenderModel.fusion_context`)."""
+        return model.fusion_context(feats, masks, VTM_TASK) if model.shares_video("full") else feats
+
+    def score_pairs(
+        self,
+        model,
+        texts: list[str],
+        feats: torch.Tensor | lavender.FusionContext,
+        masks: torch.Tensor | None = None,
+    ) -> np.ndarray:
+        """(len(texts), n_videos) true/false scores, ``eval_pair_batch`` fusion rows at a time; ``feats``:
+        video tokens with ``masks``, or a FusionContext (:meth:`video_side`)."""
+        n_v = len(feats)
         layout = layouts.vtm(self.tok, texts, self.cfg.size_txt)
         device = feats.device
         ids, tmask = layout.ids.to(device), layout.mask.to(device)
         emb = model.embed_text(ids, tmask)
         pos = layout.mask_pos.to(device)
-        video = model.fusion_context(feats, masks, layout.task) if model.shares_video("full") else feats
+        video = feats if isinstance(feats, lavender.FusionContext) else self.video_side(model, feats, masks)
         score = layouts.true_false_ranker(self.cfg.tf_score)
         pair = torch.tensor([self.true_id, self.false_id], device=device)
         out = torch.empty(len(texts) * n_v)
@@ -143,6 +159,7 @@ class RetrievalTask(AnnotatedTask):
         records = self.ann[split]
         started = time.perf_counter()
         videos, feats, masks = self.encode_videos(model, records)
+        video = self.video_side(model, feats, masks)  # once for every chunk of texts
         encoded = time.perf_counter()
         column = {v: i for i, v in enumerate(videos)}
         texts = [caption_text(r, False, random.Random(0)) for r in records]
@@ -151,7 +168,7 @@ class RetrievalTask(AnnotatedTask):
         rows = []
         for start in range(0, len(mine), max(1, self.cfg.size_batch)):
             chunk = mine[start : start + max(1, self.cfg.size_batch)]
-            rows += list(self.score_pairs(model, [texts[i] for i in chunk], feats, masks))
+            rows += list(self.score_pairs(model, [texts[i] for i in chunk], video, masks))
         scores = np.stack(D.gather_eval(rows)) if texts else np.zeros((0, len(videos)))
         elapsed = time.perf_counter() - started
         metrics = retrieval_metrics(scores, text_to_video)

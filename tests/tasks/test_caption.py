@@ -139,3 +139,23 @@ def test_with_java_the_scores_are_the_coco_toolkit_s_including_meteor(three_vide
     metrics = evaluate(three_video_task, "pycocoevalcap")
     assert set(METRIC_KEYS) <= set(metrics)
     assert all(0 <= metrics[k] <= 1 for k in METRIC_KEYS if k != "CIDEr")
+
+
+def test_splits_other_than_test_use_the_validation_backend(three_video_task, monkeypatch):
+    """caption_val_backend (e.g. python: no METEOR Java start-up per validation pass) applies to every split
+    but test; by default both use caption_eval_backend."""
+    import lib.tasks.caption as caption_module
+
+    used = []
+    monkeypatch.setattr(caption_module, "coco_scores", lambda p, r, backend: used.append(backend) or {})
+    task = three_video_task
+    task.ann.splits["val"] = task.ann["test"]
+    model = build_model(task.cfg, task.tok).eval()
+    assert task.val_backend == task.backend == "auto"
+    task.val_backend = "python"
+    with torch.no_grad():
+        task.evaluate(model, "val")
+        task.evaluate(model, "test")
+    assert used == ["python", "auto"]
+    cfg = caption_config(["--caption_eval_backend", "pycocoevalcap", "--caption_val_backend", "python"])
+    assert (cfg.caption_eval_backend, cfg.caption_val_backend) == ("pycocoevalcap", "python")
