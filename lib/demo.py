@@ -5,13 +5,17 @@
     python -m lib.demo --quick              # a minute-scale version (CI uses it)
 
 Steps: (1) build the synthetic dataset (`lib.data.synthetic`, H.264 files through the real extractor);
-(2) optionally pretrain briefly (MLM + matching) with `main_pretrain_mlm`'s code; (3) train one model on
-every task with `main_multi_task_mlm`'s code (config `_args/args_demo_multi-task.json`); (4) evaluate every
-task on the held-out test split with the tasks' own evaluation; (5) print a table with the chance level beside
-each number and write `_snapshot/demo/{metrics.json, report.md, curves.png, examples.png}`.
+(2) optionally pretrain briefly (MLM + matching) with `main_pretrain_mlm`'s code; (3) fit the training to the
+wall-clock budget: time a few real steps of every task and one validation pass on this machine, and train
+as many epochs of the config as fit (`--budget_min`, default 15 minutes for the whole command; at most the
+config's `size_epoch`); (4) train one model on every task with `main_multi_task_mlm`'s code (config
+`_args/args_demo_multi-task.json`) and evaluate every task on the held-out test split with the tasks' own
+evaluation; (5) print a table with the chance level beside each number and write
+`_snapshot/demo/{metrics.json, report.md, curves.png, examples.png}`.
 
-Re-running reuses what exists (data, a finished run); after Ctrl-C the next run resumes from the last
-checkpoint.
+A faster machine trains longer within the same budget and learns more; `--size_epoch N` fixes the length
+(the same numbers on any machine). Re-running reuses what exists (data, a finished run); after Ctrl-C the
+next run resumes from the last checkpoint with the length it had chosen.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from lib.data.annotations import load_annotations, read_json_object, write_json_atomic
 from lib.data.synthetic import make_demo_dataset
+from lib.engine.checkpointing import list_checkpoints
 
 CONFIG = Path("_args/args_demo_multi-task.json")
 QUICK = {"n_train": 120, "n_val": 20, "n_test": 50, "size_epoch": 3, "steps_per_epoch": 60}
@@ -51,9 +56,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="dataset folder (default _datasets/demo[_seedN])")
     p.add_argument("--out", default="_snapshot/demo", help="report folder; the run goes to OUT/run")
     p.add_argument("--n_train", type=int, default=1200)
-    p.add_argument("--n_val", type=int, default=60)
+    p.add_argument("--n_val", type=int, default=30)
     p.add_argument("--n_test", type=int, default=60)
-    p.add_argument("--size_epoch", type=int, default=None, help="override the config's epochs")
+    p.add_argument(
+        "--budget_min",
+        type=float,
+        default=15.0,
+        help="wall-clock minutes for the whole command: training gets the epochs that fit (0: the config's)",
+    )
+    p.add_argument("--size_epoch", type=int, default=None, help="train exactly this many epochs")
     p.add_argument("--steps_per_epoch", type=int, default=None, help="override the config's steps/epoch")
     p.add_argument("--pretrain_epochs", type=int, default=0, help="brief MLM + matching pretraining first")
     p.add_argument("--quick", action="store_true", help="small and short (CI): " + json.dumps(QUICK))
@@ -74,7 +85,7 @@ def build_data(args: argparse.Namespace) -> Path:
     data = Path(args.data or ("_datasets/demo" if args.seed == 0 else f"_datasets/demo_seed{args.seed}"))
     if args.quick and args.data is None:
         data = data.with_name(data.name + "_quick")
-    print(f"[1/4] demo data → {data}", flush=True)
+    print(f"[1/5] demo data → {data}", flush=True)
     make_demo_dataset(
         data, seed=args.seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, workers=args.workers
     )
@@ -107,7 +118,7 @@ def pretrain(args: argparse.Namespace, data: Path, out: Path) -> Path | None:
         return None
     run_dir = out / "pretrain"
     model_dir = run_dir / "model"
-    print(f"[2/4] pretraining (MLM + matching) → {run_dir}", flush=True)
+    print(f"[2/5] pretraining (MLM + matching) → {run_dir}", flush=True)
     if (run_dir / "metrics.json").is_file():
         return model_dir
     from lib.tasks.run import run
@@ -120,9 +131,73 @@ def pretrain(args: argparse.Namespace, data: Path, out: Path) -> Path | None:
     return model_dir
 
 
+# ------------------------------------------------------------------------------------ fitting the budget
+
+SAFETY = 0.9  # share of the remaining budget planned for training (steps in a run cost more than alone)
+REPORT_S = 30.0  # chance levels, curves, the examples picture (a few captions and answers), measured < 20 s
+
+
+def epochs_that_fit(
+    left_s: float, step_s: float, steps_per_epoch: int, eval_s: float, max_epochs: int
+) -> int:
+    """Epochs (each ``steps_per_epoch`` steps and one evaluation) that fit ``SAFETY`` of ``left_s``: at least
+    one, at most ``max_epochs``."""
+    epoch_s = steps_per_epoch * step_s + eval_s
+    return int(min(max_epochs, max(1, SAFETY * left_s // epoch_s)))
+
+
+def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | None, started: float) -> dict:
+    """How many epochs to train: ``--size_epoch``, the length of an interrupted run, or as many as fit the
+    budget on this machine (measured: a few real steps of every stream and one validation pass)."""
+    run_dir = out / "run"
+    if args.size_epoch is not None:
+        return {"size_epoch": args.size_epoch, "source": "--size_epoch"}
+    if (run_dir / "metrics.json").is_file():
+        return {"size_epoch": None, "source": "finished run"}
+    if (run_dir / "args.json").is_file() and list_checkpoints(run_dir / "checkpoints"):
+        saved = json.loads((run_dir / "args.json").read_text())["size_epoch"]
+        return {"size_epoch": saved, "source": "the interrupted run"}
+    if args.budget_min <= 0:
+        return {"size_epoch": None, "source": "the config"}
+    print("[3/5] fitting the training to the budget (timing steps and a validation pass)", flush=True)
+    import torch
+
+    from lib.engine.timing import mean_step_seconds, time_train_steps
+    from lib.engine.trainer import autocast, resolve_precision
+    from lib.tasks.run import evaluate_tasks, prepare
+
+    argv = run_argv(args, data, run_dir) + (["--path_ckpt", str(init)] if init else [])
+    cfg, _, model, tasks = prepare("multi-task", argv)
+    streams = [s for t in tasks for s in t.train_streams()]
+    step_s = mean_step_seconds(time_train_steps(model, streams, cfg), streams, cfg)
+    measured = time.perf_counter()
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), autocast(device, resolve_precision(cfg.precision, device)):
+        evaluate_tasks(tasks, model, ["val"])
+    eval_s = (time.perf_counter() - measured) * max(1.0, args.n_test / max(1, args.n_val))
+    left = args.budget_min * 60 - (time.perf_counter() - started) - eval_s - REPORT_S
+    epoch_eval_s = eval_s if cfg.eval_every == 1 else 0.0
+    epochs = epochs_that_fit(left, step_s, cfg.steps_per_epoch, epoch_eval_s, cfg.size_epoch)
+    plan = {
+        "size_epoch": epochs,
+        "source": f"{args.budget_min:g}-minute budget",
+        "max_epochs": cfg.size_epoch,
+        "steps": epochs * cfg.steps_per_epoch,
+        "step_s": step_s,
+        "eval_s": eval_s,
+    }
+    print(
+        f"      {1000 * step_s:.0f} ms per step, {eval_s:.0f} s per evaluation → {epochs} of at most "
+        f"{cfg.size_epoch} epochs ({plan['steps']} steps)",
+        flush=True,
+    )
+    return plan
+
+
 def train_all_tasks(args: argparse.Namespace, data: Path, out: Path, init: Path | None) -> dict[str, float]:
     run_dir = out / "run"
-    print(f"[3/4] one model, every task → {run_dir}", flush=True)
+    print(f"[4/5] one model, every task → {run_dir}", flush=True)
     if (run_dir / "metrics.json").is_file():
         print("      (finished run found: reusing it)", flush=True)
         return json.loads((run_dir / "metrics.json").read_text())
@@ -253,7 +328,29 @@ def plot_curves(run_dir: Path, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_report(out: Path, data: Path, rows: list[dict[str, Any]], metrics: dict, seconds: float) -> None:
+def describe_length(plan: dict[str, Any], run_dir: Path) -> str:
+    """One line on how long the run trained and why."""
+    args = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").is_file() else {}
+    epochs, steps = args.get("size_epoch"), args.get("steps_per_epoch")
+    line = f"{epochs} epochs × {steps} steps" if epochs and steps else "the config's length"
+    if "step_s" in plan:
+        line += (
+            f", the most of at most {plan['max_epochs']} that fit the {plan['source']} on this machine "
+            f"(measured {1000 * plan['step_s']:.0f} ms per step, {plan['eval_s']:.0f} s per evaluation)"
+        )
+    else:
+        line += f" (set by {plan['source']})"
+    return line
+
+
+def write_report(
+    out: Path,
+    data: Path,
+    rows: list[dict[str, Any]],
+    metrics: dict,
+    seconds: float,
+    plan: dict[str, Any],
+) -> None:
     run_dir = out / "run"
     curves = out / "curves.png"
     plot_curves(run_dir, curves)
@@ -266,6 +363,7 @@ def write_report(out: Path, data: Path, rows: list[dict[str, Any]], metrics: dic
             "",
             f"Data: `{data}` ({json.dumps(meta.get('settings', meta.get('config', {})))})  ",
             f"Checkpoint: `{run_dir / 'model'}`  ",
+            f"Training: {describe_length(plan, run_dir)}  ",
             f"Wall time of this command: {seconds / 60:.1f} min",
             "",
             "## Test split (held out), with the chance level of a video-blind model",
@@ -332,8 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = build_data(args)
     init = pretrain(args, data, out)
+    plan = fit_epochs(args, data, out, init, started)
+    args.size_epoch = plan["size_epoch"]
     metrics = train_all_tasks(args, data, out, init)
-    print("[4/4] report", flush=True)
+    print("[5/5] report", flush=True)
     chance = chance_levels(data)
     rows = table_rows(metrics, chance)
     seconds = time.perf_counter() - started
@@ -341,12 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(data),
         "seed": args.seed,
         "wall_seconds": seconds,
+        "training_length": plan,
         "metrics": {
             r["key"]: {"value": r["value"], "chance": r["chance"], "target": r["target"]} for r in rows
         },
     }
     write_json_atomic(out / "metrics.json", summary, indent=2)
-    write_report(out, data, rows, metrics, seconds)
+    write_report(out, data, rows, metrics, seconds, plan)
     print()
     print(format_table(rows))
     print(f"\nreport: {out / 'report.md'}  ({seconds / 60:.1f} min)")

@@ -21,6 +21,7 @@ def test_quick_demo_writes_the_table_report_and_pictures(tmp_path, capsys):
             "--n_val", "6", "--n_test", "12", "--size_epoch", "1", "--steps_per_epoch", "6"]  # fmt: skip
     assert demo.main(argv) == 0
     summary = json.loads((out / "metrics.json").read_text())
+    assert summary["training_length"] == {"size_epoch": 1, "source": "--size_epoch"}
     keys = set(summary["metrics"])
     for task, metric, _, _ in demo.ROWS:
         if metric != "METEOR":  # METEOR needs Java; everything else is always reported
@@ -39,3 +40,29 @@ def test_quick_demo_writes_the_table_report_and_pictures(tmp_path, capsys):
     # a second run reuses the data and the finished run (no retraining)
     assert demo.main(argv) == 0
     assert "finished run found" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
+    """Without --size_epoch the demo times real steps and a validation pass, then trains the epochs that fit
+    (at least one): a budget already spent gives one epoch; an interrupted run keeps the length it chose."""
+    out = tmp_path / "out"
+    argv = ["--quick", "--data", str(tmp_path / "data"), "--out", str(out), "--n_train", "30",
+            "--n_val", "6", "--n_test", "6", "--steps_per_epoch", "4", "--budget_min", "0.01"]  # fmt: skip
+    args = demo.parse_args(argv)
+    args.size_epoch = None  # --quick fixes the length; this test asks the budget
+    data = demo.build_data(args)
+    plan = demo.fit_epochs(args, data, out, None, started=demo.time.perf_counter())
+    assert plan["size_epoch"] == 1 and plan["steps"] == 4 and plan["max_epochs"] >= 1
+    assert plan["step_s"] > 0 and plan["eval_s"] > 0 and "budget" in plan["source"]
+    assert "ms per step" in capsys.readouterr().out
+    fits = demo.epochs_that_fit(left_s=1000.0, step_s=0.5, steps_per_epoch=100, eval_s=10.0, max_epochs=32)
+    assert fits == int(demo.SAFETY * 1000 // 60)
+    assert demo.epochs_that_fit(1000.0, 0.5, 100, 10.0, max_epochs=8) == 8
+    assert demo.epochs_that_fit(100.0, 0.5, 100, 10.0, max_epochs=8) == 1
+    assert demo.epochs_that_fit(-5.0, 0.5, 100, 10.0, max_epochs=8) == 1
+    # an interrupted run (its args.json and a checkpoint) keeps its length instead of measuring again
+    (out / "run" / "checkpoints" / "step_00000002").mkdir(parents=True)
+    (out / "run" / "args.json").write_text(json.dumps({"size_epoch": 3}))
+    again = demo.fit_epochs(args, data, out, None, started=demo.time.perf_counter())
+    assert again == {"size_epoch": 3, "source": "the interrupted run"}

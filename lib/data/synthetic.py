@@ -17,13 +17,14 @@ Generators seeded by ``(seed, stream, index)``, so a split's videos do not chang
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from lib.data.video_write import write_video
 logger = logging.getLogger(__name__)
 
 DATASET = "demo"
-RECIPE = 2  # bump when what a spec renders to changes: datasets built by another recipe are rebuilt
+RECIPE = 3  # bump when what a spec renders to changes: datasets built by another recipe are rebuilt
 
 # ---------------------------------------------------------------------------------------- the vocabulary
 # Every word below is a single bert-base-uncased wordpiece (checked by tests/data/test_synthetic.py).
@@ -160,9 +161,10 @@ class Scene:
         return COUNT_WORDS[self.count] if question_type == "count" else getattr(self, question_type)
 
 
-def all_scenes() -> list[Scene]:
+@functools.cache
+def all_scenes() -> tuple[Scene, ...]:
     """Every attribute combination in a fixed order (4 shapes x 6 colors x 2 sizes x 5 motions x 2 counts)."""
-    return [Scene(*combo) for combo in itertools.product(*ATTRIBUTES.values())]
+    return tuple(Scene(*combo) for combo in itertools.product(*ATTRIBUTES.values()))
 
 
 # -------------------------------------------------------------------------------------------------- specs
@@ -434,13 +436,10 @@ def _open_qa_items(spec: VideoSpec, rng: np.random.Generator) -> list[dict[str, 
 
 
 def _choices(scene: Scene, rng: np.random.Generator) -> tuple[list[str], int]:
-    """Five caption options: the true one and four that each change a different attribute; and its index."""
-    names = list(ATTRIBUTES)
-    distractors = []
-    for a in rng.permutation(len(names))[: N_OPTIONS - 1]:
-        name = names[int(a)]
-        others = [v for v in ATTRIBUTES[name] if v != getattr(scene, name)]
-        distractors.append(replace(scene, **{name: others[int(rng.integers(len(others)))]}))
+    """Five caption options and the index of the true one: the video's caption and the captions of four
+    other scenes drawn at random (as MSR-VTT-MC and TGIF take other videos' captions and answers)."""
+    others = [s for s in all_scenes() if s != scene]
+    distractors = [others[int(k)] for k in rng.choice(len(others), N_OPTIONS - 1, replace=False)]
     order = rng.permutation(N_OPTIONS)
     candidates = [scene, *distractors]
     return [candidates[int(k)].caption() for k in order], int(np.flatnonzero(order == 0)[0])

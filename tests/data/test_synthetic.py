@@ -183,7 +183,7 @@ def test_answers_match_the_scene(specs, annotations):
 @pytest.mark.parametrize("name", ["txt_demo-mc.json", "txt_demo-retmc.json"])
 def test_multiple_choice_has_exactly_one_correct_option(specs, annotations, name):
     scene_of = {s.video: s.scene for s in specs}
-    positions = Counter()
+    positions, n_changed = Counter(), Counter()
     for split in ("train", "val", "test"):
         for item in annotations[name][split]:
             options = [item[f"option_{k}"] for k in range(5)]
@@ -194,11 +194,12 @@ def test_multiple_choice_has_exactly_one_correct_option(specs, annotations, name
             changed = [
                 attributes_differing(truth, SCENE_OF_CAPTION[o]) for o in options if o != options[correct[0]]
             ]
-            assert all(len(c) == 1 for c in changed)
-            assert len({c[0] for c in changed}) == 4  # each distractor changes a different attribute
+            assert all(len(c) >= 1 for c in changed)  # distractors: captions of other scenes
+            n_changed.update(len(c) for c in changed)
             assert (item["question"] == "") == (name == "txt_demo-retmc.json")
             positions[item["answer"]] += 1
     assert set(positions) == {0, 1, 2, 3, 4}
+    assert len(n_changed) >= 4  # random other scenes: some differ in one attribute, others in several
 
 
 # ---------------------------------------------------------------------------------------- real videos
