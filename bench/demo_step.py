@@ -2,7 +2,8 @@
 
 The demo (`python -m lib.demo`) fits its training to a wall-clock budget from these costs
 (`lib.engine.timing`); this prints them per stream with the fusion rows and text tokens of a batch and the
-share of the step spent in the Video Swin (measured in the same run by timing the video encoder alone).
+share of the step spent in the Video Swin (measured in the same run by timing the video encoder alone) and in
+matrix products (torch profiler), after this CPU's fp32 and bf16 matmul throughput.
 
     .venv/bin/python bench/demo_step.py [--steps 3] [--data _datasets/demo] [--key value ...]
         (demo-config overrides, e.g. --precision fp32 --fusion_layers 1)
@@ -47,6 +48,31 @@ def swin_seconds(model, batch: dict, dtype) -> float:
     return time.perf_counter() - started
 
 
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
+    """GFLOP/s of an n x n matmul in ``dtype`` on this CPU (what ``precision auto`` decides on)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        done += 1
+    return 2 * n**3 * done / (time.perf_counter() - started) / 1e9
+
+
+def matmul_share(model, stream, dtype) -> float:
+    """Share of one optimizer-free training step (forward + backward) spent in matrix products."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batch = stream.collate_fn([stream.dataset[i] for i in range(stream.batch_size)])
+    with profile(activities=[ProfilerActivity.CPU]) as prof, autocast(torch.device("cpu"), dtype):
+        stream.step_fn(model, batch)["loss"].float().backward()
+    model.zero_grad(set_to_none=True)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmuls = ("aten::mm", "aten::addmm", "aten::bmm")
+    return sum(e.self_cpu_time_total for e in events if e.key in matmuls) / total
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO / "_datasets" / "demo", help="built if missing")
@@ -63,13 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, autocast {dtype}")  # fmt: skip
-    print("\n| stream | ms/step | fusion rows | text tokens | Swin share |\n|---|---:|---:|---:|---:|")
+    print(f"matmul 1024x1024 on this CPU: fp32 {matmul_gflops(torch.float32):.1f} GFLOP/s, "
+          f"bf16 {matmul_gflops(torch.bfloat16):.1f} GFLOP/s")  # fmt: skip
+    print("\n| stream | ms/step | fusion rows | text tokens | Swin share | matmul share |")
+    print("|---|---:|---:|---:|---:|---:|")
     for stream in streams:
         batch = stream.collate_fn([stream.dataset[i] for i in range(stream.batch_size)])
         rows, tokens = rows_and_tokens(batch)
         swin = min(swin_seconds(model, batch, dtype) for _ in range(2))
         ms = 1000 * seconds[stream.name]
-        print(f"| {stream.name} | {ms:.0f} | {rows} | {tokens} | {swin / seconds[stream.name]:.0%} |")
+        swin_share, mm_share = swin / seconds[stream.name], matmul_share(model, stream, dtype)
+        print(f"| {stream.name} | {ms:.0f} | {rows} | {tokens} | {swin_share:.0%} | {mm_share:.0%} |")
     mean = mean_step_seconds(seconds, streams, cfg)
     total = cfg.size_epoch * cfg.steps_per_epoch
     print(f"\nmean step (streams drawn as in training): {1000 * mean:.0f} ms → {total} steps ≈ "

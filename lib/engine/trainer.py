@@ -254,8 +254,9 @@ def _worker_init(_: int) -> None:
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 matrix products natively (AVX-512 BF16 or AMX).
 
-    Without them (e.g. AVX2-only CPUs) PyTorch emulates bf16 and a matrix product runs ~40x slower than
-    in fp32 (1.2 vs 50 GFLOP/s measured on a 2-core AMD EPYC), so bf16 autocast would be a slowdown.
+    Without them (e.g. AVX2-only CPUs) PyTorch emulates bf16 and a matrix product runs tens of times slower
+    than in fp32 (0.7 vs 45 GFLOP/s on a 2-core AMD EPYC, bench/demo_step.py): bf16 autocast would be a
+    slowdown.
     """
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
