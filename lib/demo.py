@@ -65,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="wall-clock minutes for the whole command: training gets the epochs that fit (0: the config's)",
     )
     p.add_argument("--size_epoch", type=int, default=None, help="train exactly this many epochs")
-    p.add_argument("--steps_per_epoch", type=int, default=None, help="override the config's steps/epoch")
+    p.add_argument(
+        "--steps_per_epoch", type=int, default=None, help="fix the steps per epoch (default: the budget's)"
+    )
     p.add_argument("--pretrain_epochs", type=int, default=0, help="brief MLM + matching pretraining first")
     p.add_argument("--quick", action="store_true", help="small and short (CI): " + json.dumps(QUICK))
     p.add_argument("--workers", type=int, default=2, help="extraction processes")
@@ -137,26 +139,41 @@ SAFETY = 0.9  # share of the remaining budget planned for training (steps in a r
 REPORT_S = 30.0  # chance levels, curves, the examples picture (a few captions and answers), measured < 20 s
 
 
-def epochs_that_fit(
-    left_s: float, step_s: float, steps_per_epoch: int, eval_s: float, max_epochs: int
-) -> int:
-    """Epochs (each ``steps_per_epoch`` steps and one evaluation) that fit ``SAFETY`` of ``left_s``: at least
-    one, at most ``max_epochs``."""
-    epoch_s = steps_per_epoch * step_s + eval_s
-    return int(min(max_epochs, max(1, SAFETY * left_s // epoch_s)))
+MIN_STEPS = 10  # the shortest epoch a budget too small for one configured epoch shrinks to
+
+
+def plan_length(
+    left_s: float, step_s: float, steps_per_epoch: int, eval_s: float, max_epochs: int, stretch: bool = True
+) -> tuple[int, int]:
+    """(epochs, steps per epoch) that use ``SAFETY`` of ``left_s``, each epoch ending with an evaluation of
+    ``eval_s``: as many whole epochs of ``steps_per_epoch`` as fit (at least one, at most ``max_epochs``).
+    With ``stretch``, below ``max_epochs`` each epoch is then lengthened to use the remainder too (a budget
+    for 3.6 epochs trains 3 longer ones), and a budget for less than one epoch shortens it (to at least
+    ``min(MIN_STEPS, steps_per_epoch)`` steps)."""
+    usable = SAFETY * left_s
+    epochs = int(min(max_epochs, max(1, usable // (steps_per_epoch * step_s + eval_s))))
+    fits = usable >= epochs * (steps_per_epoch * step_s + eval_s)
+    if not stretch or (epochs == max_epochs and fits):
+        return epochs, steps_per_epoch
+    steps = int((usable - epochs * eval_s) // (epochs * step_s))
+    return epochs, max(min(MIN_STEPS, steps_per_epoch), steps)
 
 
 def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | None, started: float) -> dict:
-    """How many epochs to train: ``--size_epoch``, the length of an interrupted run, or as many as fit the
-    budget on this machine (measured: a few real steps of every stream and one validation pass)."""
+    """How long to train: ``--size_epoch``, the length of an interrupted run, or as long as fits the budget on
+    this machine (measured: a few real steps of every stream and one validation pass)."""
     run_dir = out / "run"
     if args.size_epoch is not None:
         return {"size_epoch": args.size_epoch, "source": "--size_epoch"}
     if (run_dir / "metrics.json").is_file():
         return {"size_epoch": None, "source": "finished run"}
     if (run_dir / "args.json").is_file() and list_checkpoints(run_dir / "checkpoints"):
-        saved = json.loads((run_dir / "args.json").read_text())["size_epoch"]
-        return {"size_epoch": saved, "source": "the interrupted run"}
+        saved = json.loads((run_dir / "args.json").read_text())
+        return {
+            "size_epoch": saved["size_epoch"],
+            "steps_per_epoch": saved.get("steps_per_epoch"),
+            "source": "the interrupted run",
+        }
     if args.budget_min <= 0:
         return {"size_epoch": None, "source": "the config"}
     print("[3/5] fitting the training to the budget (timing steps and a validation pass)", flush=True)
@@ -175,21 +192,25 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
     device = next(model.parameters()).device
     with torch.no_grad(), autocast(device, resolve_precision(cfg.precision, device)):
         evaluate_tasks(tasks, model, ["val"])
-    eval_s = (time.perf_counter() - measured) * max(1.0, args.n_test / max(1, args.n_val))
-    left = args.budget_min * 60 - (time.perf_counter() - started) - eval_s - REPORT_S
+    eval_s = time.perf_counter() - measured  # one validation pass (after every epoch when eval_every is 1)
+    test_s = eval_s * max(1.0, args.n_test / max(1, args.n_val))  # the final test evaluation
+    left = args.budget_min * 60 - (time.perf_counter() - started) - test_s - REPORT_S
     epoch_eval_s = eval_s if cfg.eval_every == 1 else 0.0
-    epochs = epochs_that_fit(left, step_s, cfg.steps_per_epoch, epoch_eval_s, cfg.size_epoch)
+    epochs, steps_per_epoch = plan_length(
+        left, step_s, cfg.steps_per_epoch, epoch_eval_s, cfg.size_epoch, stretch=args.steps_per_epoch is None
+    )
     plan = {
         "size_epoch": epochs,
+        "steps_per_epoch": steps_per_epoch,
         "source": f"{args.budget_min:g}-minute budget",
         "max_epochs": cfg.size_epoch,
-        "steps": epochs * cfg.steps_per_epoch,
+        "steps": epochs * steps_per_epoch,
         "step_s": step_s,
         "eval_s": eval_s,
     }
     print(
-        f"      {1000 * step_s:.0f} ms per step, {eval_s:.0f} s per evaluation → {epochs} of at most "
-        f"{cfg.size_epoch} epochs ({plan['steps']} steps)",
+        f"      {1000 * step_s:.0f} ms per step, {eval_s:.0f} s per validation pass → {epochs} epochs × "
+        f"{steps_per_epoch} steps = {plan['steps']} steps (at most {cfg.size_epoch} × {cfg.steps_per_epoch})",
         flush=True,
     )
     return plan
@@ -335,8 +356,8 @@ def describe_length(plan: dict[str, Any], run_dir: Path) -> str:
     line = f"{epochs} epochs × {steps} steps" if epochs and steps else "the config's length"
     if "step_s" in plan:
         line += (
-            f", the most of at most {plan['max_epochs']} that fit the {plan['source']} on this machine "
-            f"(measured {1000 * plan['step_s']:.0f} ms per step, {plan['eval_s']:.0f} s per evaluation)"
+            f": what fits the {plan['source']} here (at most {plan['max_epochs']} epochs; measured "
+            f"{1000 * plan['step_s']:.0f} ms per step, {plan['eval_s']:.0f} s per validation pass)"
         )
     else:
         line += f" (set by {plan['source']})"
@@ -432,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     init = pretrain(args, data, out)
     plan = fit_epochs(args, data, out, init, started)
     args.size_epoch = plan["size_epoch"]
+    args.steps_per_epoch = plan.get("steps_per_epoch") or args.steps_per_epoch
     metrics = train_all_tasks(args, data, out, init)
     print("[5/5] report", flush=True)
     chance = chance_levels(data)
