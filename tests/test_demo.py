@@ -56,19 +56,22 @@ def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
     assert plan["size_epoch"] == 1 and plan["steps"] == 4 and plan["max_epochs"] >= 1
     assert plan["step_s"] > 0 and plan["eval_s"] > 0 and "budget" in plan["source"]
     assert "ms per step" in capsys.readouterr().out
-    # 900 usable seconds at 0.5 s/step with 10 s evaluations: 15 whole 100-step epochs (60 s each) fit ...
-    assert demo.SAFETY == 0.9
-    assert demo.plan_length(1000.0, 0.5, 100, 10.0, max_epochs=32, stretch=False) == (15, 100)
-    assert demo.plan_length(1000.0, 0.5, 100, 10.0, max_epochs=32) == (15, 100)  # nothing left over
+
+    def length(usable_s: float, steps_per_epoch: int = 100, max_epochs: int = 8, stretch: bool = True):
+        return demo.plan_length(usable_s / demo.SAFETY, 0.5, steps_per_epoch, 10.0, max_epochs, stretch)
+
+    # 905 usable seconds at 0.5 s/step with 10 s evaluations: 15 whole 100-step epochs (60 s each) fit ...
+    assert length(905, max_epochs=32, stretch=False) == (15, 100)
+    assert length(905, max_epochs=32) == (15, 100)  # 5 s left over: not a step per epoch
     # ... at most max_epochs of the configured length; a remainder lengthens every epoch
-    assert demo.plan_length(1000.0, 0.5, 100, 10.0, max_epochs=8) == (8, 100)
-    assert demo.plan_length(200.0, 0.5, 100, 10.0, max_epochs=8) == (3, 100)  # 180 s: 3 x 60 s exactly
-    assert demo.plan_length(230.0, 0.5, 100, 10.0, max_epochs=8) == (3, 118)  # 207 s: (207 - 30) / 1.5
-    assert demo.plan_length(230.0, 0.5, 100, 10.0, max_epochs=8, stretch=False) == (3, 100)
-    # less than one epoch fits: one shorter epoch, never below MIN_STEPS
-    assert demo.plan_length(50.0, 0.5, 100, 10.0, max_epochs=8) == (1, 70)  # (45 - 10) / 0.5
-    assert demo.plan_length(-5.0, 0.5, 100, 10.0, max_epochs=8) == (1, demo.MIN_STEPS)
-    assert demo.plan_length(-5.0, 0.5, 4, 10.0, max_epochs=8) == (1, 4)
+    assert length(905) == (8, 100)
+    assert length(181) == (3, 100)
+    assert length(208) == (3, 118)  # (208 - 3 x 10) / (3 x 0.5)
+    assert length(208, stretch=False) == (3, 100)
+    # less than one epoch fits: one shorter epoch, never below MIN_STEPS (or the configured length)
+    assert length(45.2) == (1, 70)  # (45.2 - 10) / 0.5
+    assert length(-5) == (1, demo.MIN_STEPS)
+    assert length(-5, steps_per_epoch=4) == (1, 4)
     # an interrupted run (its args.json and a checkpoint) keeps its length instead of measuring again
     (out / "run" / "checkpoints" / "step_00000002").mkdir(parents=True)
     (out / "run" / "args.json").write_text(json.dumps({"size_epoch": 3}))
