@@ -67,7 +67,7 @@ from lib.model.checkpoint import (
     load_checkpoint,
 )
 from lib.model.lavender import LavenderConfig, LavenderModel
-from lib.tasks.common import expand_video, load_tokenizer
+from lib.tasks.common import expand_video, load_tokenizer, true_false_pair_scores
 from lib.tasks.decode import generate
 from lib.tasks.model_io import (
     FORMAT_VERSION,
@@ -651,30 +651,25 @@ class Lavender:
     ) -> torch.Tensor:
         """The true/false ranking score of each (text_of[i], video_of[i]) pair, ``pair_batch`` fusion rows
         at a time (as :meth:`lib.tasks.retrieval.RetrievalTask.score_pairs`); p("true") if ``probability``."""
-        layout = layouts.vtm(self.tok, texts, entry["size_txt"])
-        ids, text_mask, pos = (x.to(self.device) for x in (layout.ids, layout.mask, layout.mask_pos))
-        emb = self.model.embed_text(ids)
-        pair = torch.tensor([self.true_id, self.false_id], device=self.device)
-        shared = self.model.shares_video("full")
-        video = self.model.fusion_context(feats, masks, layout.task) if shared else feats
         tf_score = entry.get("tf_score", "prob")
         score = (
             layouts.true_false_prob
             if probability and tf_score == "prob"
             else layouts.true_false_ranker(tf_score)
         )
-        out = torch.empty(len(text_of))
-        step = max(1, int(entry.get("pair_batch", 256)))
-        for start in range(0, len(out), step):
-            t, v = (
-                text_of[start : start + step].to(self.device),
-                video_of[start : start + step].to(self.device),
-            )
-            hidden = self.model.fuse(video, masks, emb[t], text_mask[t], attn="full", video_index=v)
-            h = hidden[torch.arange(len(t), device=self.device), pos[t]]
-            logits = self.model.mlm_logits(h, exact=True, vocab=pair)
-            out[start : start + len(t)] = score(logits.float(), 0, 1).cpu()
-        return out
+        layout = layouts.vtm(self.tok, texts, entry["size_txt"])
+        return true_false_pair_scores(
+            self.model,
+            layout,
+            feats,
+            masks,
+            text_of,
+            video_of,
+            score,
+            self.true_id,
+            self.false_id,
+            int(entry.get("pair_batch", 256)),
+        )
 
     @_inference
     def match(self, videos: VideoInput, texts: str | Sequence[str], *, task: str | None = None) -> Any:

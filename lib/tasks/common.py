@@ -23,6 +23,7 @@ from lib.data.frames import ClipTransform
 from lib.engine import distributed as D
 from lib.engine.config import Config, ConfigError
 from lib.engine.trainer import TrainStream
+from lib.model.lavender import FusionContext
 from lib.model.layouts import Layout
 
 MINILM_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm")
@@ -148,6 +149,43 @@ def logits_at(
     picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     logits = model.mlm_logits(picked)
     return logits[:, 0] if squeeze else logits
+
+
+def true_false_pair_scores(
+    model,
+    layout: Layout,
+    video: torch.Tensor | FusionContext,
+    video_mask: torch.Tensor | None,
+    text_of: torch.Tensor,
+    video_of: torch.Tensor,
+    score: Callable[[torch.Tensor, int, int], torch.Tensor],
+    true_id: int,
+    false_id: int,
+    pair_batch: int,
+) -> torch.Tensor:
+    """``score`` of the "true"/"false" logits of each (text row ``text_of[i]`` of the true/false ``layout``,
+    video ``video_of[i]``) pair, ``pair_batch`` fusion rows at a time; (len(text_of),) on the CPU.
+
+    ``video``: video tokens with ``video_mask``, or their :class:`FusionContext` (where video ignores text,
+    tokens are fused once here for every pair). The head runs in float32 on the two columns only: ranking
+    many videos, bf16 logits would round close scores to ties."""
+    if not isinstance(video, FusionContext) and model.shares_video("full"):
+        video = model.fusion_context(video, video_mask, layout.task)
+    device = video.device
+    ids, text_mask, pos = (x.to(device) for x in (layout.ids, layout.mask, layout.mask_pos))
+    emb = model.embed_text(ids, text_mask)
+    pair = torch.tensor([true_id, false_id], device=device)
+    text_of, video_of = text_of.to(device), video_of.to(device)
+    out = torch.empty(len(text_of))
+    step = max(1, pair_batch)
+    for start in range(0, len(out), step):
+        t, v = text_of[start : start + step], video_of[start : start + step]
+        hidden = model.fuse(
+            video, video_mask, emb[t], text_mask[t], attn="full", task=layout.task, video_index=v
+        )
+        h = hidden[torch.arange(len(t), device=device), pos[t]]
+        out[start : start + len(t)] = score(model.mlm_logits(h, exact=True, vocab=pair).float(), 0, 1).cpu()
+    return out
 
 
 def supervised_labels(layout: Layout) -> torch.Tensor:

@@ -33,6 +33,7 @@ from lib.tasks.common import (
     logits_at,
     model_device,
     supervised_labels,
+    true_false_pair_scores,
 )
 
 VTM_TASK = "vtm"  # the task token of the true/false layouts (lib.model.layouts.vtm)
@@ -136,23 +137,18 @@ class RetrievalTask(AnnotatedTask):
         video tokens with ``masks``, or a FusionContext (:meth:`video_side`)."""
         n_v = len(feats)
         layout = layouts.vtm(self.tok, texts, self.cfg.size_txt)
-        device = feats.device
-        ids, tmask = layout.ids.to(device), layout.mask.to(device)
-        emb = model.embed_text(ids, tmask)
-        pos = layout.mask_pos.to(device)
-        video = feats if isinstance(feats, lavender.FusionContext) else self.video_side(model, feats, masks)
-        score = layouts.true_false_ranker(self.cfg.tf_score)
-        pair = torch.tensor([self.true_id, self.false_id], device=device)
-        out = torch.empty(len(texts) * n_v)
-        flat_t = torch.arange(len(texts), device=device).repeat_interleave(n_v)
-        flat_v = torch.arange(n_v, device=device).repeat(len(texts))
-        step = max(1, self.cfg.eval_pair_batch)
-        for start in range(0, len(out), step):
-            t, v = flat_t[start : start + step], flat_v[start : start + step]
-            hidden = model.fuse(video, masks, emb[t], tmask[t], attn="full", task=layout.task, video_index=v)
-            h = hidden[torch.arange(len(t), device=device), pos[t]]
-            logits = model.mlm_logits(h, exact=True, vocab=pair)  # ranking 60+ videos: no bf16 ties
-            out[start : start + len(t)] = score(logits.float(), 0, 1).cpu()
+        out = true_false_pair_scores(
+            model,
+            layout,
+            feats,
+            masks,
+            torch.arange(len(texts)).repeat_interleave(n_v),
+            torch.arange(n_v).repeat(len(texts)),
+            layouts.true_false_ranker(self.cfg.tf_score),
+            self.true_id,
+            self.false_id,
+            self.cfg.eval_pair_batch,
+        )
         return out.view(len(texts), n_v).numpy()
 
     def evaluate(self, model, split: str) -> dict[str, float]:
