@@ -37,6 +37,7 @@ def naive_scores(task: RetrievalTask, model, records) -> np.ndarray:
     dataset = clip_dataset(task.cfg, task.store, records, train=False, videos_only=True)
     texts = [caption_text(r, False, None) for r in records]
     out = np.zeros((len(texts), len(videos)))
+    score = layouts.true_false_ranker(task.cfg.tf_score)  # what the task ranks by
     for t, text in enumerate(texts):
         layout = layouts.vtm(task.tok, [text], task.cfg.size_txt)
         for v in range(len(videos)):
@@ -44,7 +45,7 @@ def naive_scores(task: RetrievalTask, model, records) -> np.ndarray:
             emb = model.embed_text(layout.ids, layout.mask)
             hidden = model.fuse(feat, mask, emb, layout.mask)
             logits = model.mlm_logits(hidden[0, layout.mask_pos[0]][None])
-            out[t, v] = layouts.true_false_prob(logits.float(), task.true_id, task.false_id).item()
+            out[t, v] = score(logits.float(), task.true_id, task.false_id).item()
     return out
 
 
