@@ -47,16 +47,13 @@ def cap(b: int = 16, p: float = 0.5, w: float = 2.0) -> dict:
             "max_gen_length": 12, "p_mask": p, "size_batch": b, "task_weight": w}  # fmt: skip
 
 
-STEM = ["--vis_patch_size", "[2,8,8]", "--vis_embed_dim", "48", "--vis_stem_convs", "2",
-        "--vis_depths", "[2,2]", "--vis_heads", "[2,4]", "--vis_window", "[5,8,8]",
-        "--video_attends_text", "false", "--size_txt", "14", "--fusion_layers", "2"]  # fmt: skip
 BALANCED = [ret(), qa(), mc(), retmc(), cap()]
 CAPTION_HEAVY = [ret(), qa(w=1.0), mc(), retmc(), cap(p=0.6, w=4.0)]
 
 
 def recipe(datasets: list[dict], steps: int, *extra: str) -> list[str]:
     return ["--datasets", json.dumps(datasets), "--size_epoch", "4", "--steps_per_epoch", str(steps // 4),
-            *STEM, *extra]  # fmt: skip
+            *extra]  # fmt: skip
 
 
 RECIPES: dict[str, list[str]] = {
