@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
+import pybase64
 import torch
 
 from lib.data.tsv import write_bytes_atomic
@@ -52,7 +53,7 @@ _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 def decode_jpeg(b64: bytes | str) -> np.ndarray:
     """A base64 JPEG → (H, W, 3) uint8 RGB array; ValueError on anything that is not a complete JPEG."""
     try:
-        data = binascii.a2b_base64(b64, strict_mode=True)
+        data = pybase64.b64decode(b64, validate=True)  # SIMD; 8-30x binascii (10 % of a clip's time)
     except (binascii.Error, ValueError) as e:
         raise ValueError(f"not valid base64 ({len(b64)} chars, starts {b64[:12]!r}): {e}") from None
     if not data.startswith(_JPEG_SOI):
