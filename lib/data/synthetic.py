@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import os
 from collections import Counter
@@ -596,11 +597,22 @@ def make_demo_dataset(
     specs = sample_specs(seed, n_train, n_val, n_test, frame_size, fps)
     params = {"recipe": RECIPE, "seed": seed, "frame_size": frame_size, "fps": fps}
     meta_path = output / f"meta_{DATASET}.json"
-    if not force and meta_path.exists() and read_json_object(meta_path).get("params") != params:
+    previous = read_json_object(meta_path) if meta_path.exists() else {}
+    if not force and previous and previous.get("params") != params:
         logger.warning("%s was built with other parameters; rebuilding every video", output)
         force = True
+    videos = {s.video: json.loads(json.dumps(asdict(s))) for s in specs}  # as meta_demo.json holds them
+    if not force:
+        # A video id's scene depends on the split sizes (val/test scenes are drawn without replacement), so
+        # a file is reused only where the previous build recorded the same spec for that id.
+        recorded = previous.get("videos", {})
+        stale = [v for v, spec in videos.items() if recorded.get(v) != spec]
+        for video in stale:
+            (output / "videos" / f"{video}.mp4").unlink(missing_ok=True)
+        if stale and recorded:
+            logger.info("%d videos of %s now have another scene; re-encoding them", len(stale), output)
     # recorded before any video is written, so an interrupted rebuild is never mistaken for the old one
-    write_json_atomic(meta_path, {"params": params, "videos": {s.video: asdict(s) for s in specs}})
+    write_json_atomic(meta_path, {"params": params, "videos": videos})
 
     video_paths, n_encoded = write_demo_videos(specs, output / "videos", workers, force, progress)
     annotation_paths = [

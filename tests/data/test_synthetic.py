@@ -234,6 +234,24 @@ def test_existing_videos_are_reused_and_damaged_ones_rebuilt(specs, tmp_path):
     assert write_demo_videos(chosen, tmp_path, force=True, workers=2, progress=False)[1] == 4
 
 
+def test_other_split_sizes_re_encode_the_videos_whose_scene_changed(tmp_path):
+    """Val/test scenes are drawn without replacement, so ``demo_val_00003`` of a 6-video val split is another
+    scene than of a 3-video one: a rebuild with other split sizes must not reuse its file (it once did, and
+    a third of the demo's val videos showed other scenes than their annotations)."""
+    first = make_demo_dataset(tmp_path, seed=0, n_train=2, n_val=6, n_test=2, progress=False, extract=False)
+    again = make_demo_dataset(tmp_path, seed=0, n_train=2, n_val=3, n_test=2, progress=False, extract=False)
+    before = {s.video: s for s in first.specs}
+    changed = [s for s in again.specs if before[s.video] != s]
+    assert changed and all(s.split == "val" for s in changed)
+    assert again.n_encoded == len(changed)
+    for spec in changed:  # the file now shows the new scene's colour at its centre
+        frame = decode(tmp_path / "videos" / f"{spec.video}.mp4")[0]
+        x, y = np.asarray(spec.centres[0]).round().astype(int)
+        assert np.abs(frame[y, x].astype(int) - np.array(spec.rgb)).max() < 45, spec.video
+    same = make_demo_dataset(tmp_path, seed=0, n_train=2, n_val=3, n_test=2, progress=False, extract=False)
+    assert same.n_encoded == 0
+
+
 def test_frame_size_is_configurable(tmp_path):
     spec = sample_specs(seed=3, n_train=0, n_val=0, n_test=3, frame_size=96)[2]
     assert spec.scene.count >= 1
