@@ -43,7 +43,8 @@ from lib.data.video_write import write_video
 logger = logging.getLogger(__name__)
 
 DATASET = "demo"
-RECIPE = 3  # bump when what a spec renders to changes: datasets built by another recipe are rebuilt
+RECIPE = 4  # bump when what a spec renders to changes: datasets built by another recipe are rebuilt
+# (4: recipe 3 reused the files of ids whose scene changed with the split sizes; such folders are rebuilt)
 
 # ---------------------------------------------------------------------------------------- the vocabulary
 # Every word below is a single bert-base-uncased wordpiece (checked by tests/data/test_synthetic.py).
