@@ -5,7 +5,9 @@
     python -m lib.demo --quick              # a minute-scale version (CI uses it)
 
 Steps: (1) build the synthetic dataset (`lib.data.synthetic`, H.264 files through the real extractor);
-(2) optionally pretrain briefly (MLM + matching) with `main_pretrain_mlm`'s code; (3) fit the training to the
+(2) pretrain the Video Swin alone on the train videos' attribute labels, the demo's stand-in for LAVENDER's
+Kinetics-pretrained Swin (`lib.demo_backbone`), and optionally pretrain briefly (MLM + matching) with
+`main_pretrain_mlm`'s code; (3) fit the training to the
 wall-clock budget: time a few real steps of every task and one validation pass on this machine, and train
 as many epochs of the config as fit (`--budget_min`, default 15 minutes for the whole command; at most the
 config's `size_epoch`); (4) train one model on every task with `main_multi_task_mlm`'s code (config
@@ -34,7 +36,7 @@ from lib.data.synthetic import make_demo_dataset
 from lib.engine.checkpointing import list_checkpoints
 
 CONFIG = Path("_args/args_demo_multi-task.json")
-QUICK = {"n_train": 120, "n_val": 20, "n_test": 50, "size_epoch": 3, "steps_per_epoch": 60}
+QUICK = {"n_train": 120, "n_val": 20, "n_test": 50, "size_epoch": 3, "steps_per_epoch": 60, "swin_steps": 300}
 # (task name in the config, metric, label, target) — what the table shows, in order
 ROWS = (
     ("retrieval_demo-retrieval", "t2v_R1", "retrieval text→video R@1", 0.30),
@@ -68,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--steps_per_epoch", type=int, default=None, help="fix the steps per epoch (default: the budget's)"
     )
+    p.add_argument(
+        "--swin_steps",
+        type=int,
+        default=600,
+        help="steps of the Video Swin's attribute pretraining on the train videos (0: start it random)",
+    )
     p.add_argument("--pretrain_epochs", type=int, default=0, help="brief MLM + matching pretraining first")
     p.add_argument("--quick", action="store_true", help="small and short (CI): " + json.dumps(QUICK))
     p.add_argument("--workers", type=int, default=2, help="extraction processes")
@@ -87,7 +95,7 @@ def build_data(args: argparse.Namespace) -> Path:
     data = Path(args.data or ("_datasets/demo" if args.seed == 0 else f"_datasets/demo_seed{args.seed}"))
     if args.quick and args.data is None:
         data = data.with_name(data.name + "_quick")
-    print(f"[1/5] demo data → {data}", flush=True)
+    print(f"[1/6] demo data → {data}", flush=True)
     make_demo_dataset(
         data, seed=args.seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, workers=args.workers
     )
@@ -114,13 +122,26 @@ def run_argv(args: argparse.Namespace, data: Path, out: Path) -> list[str]:
     return argv + list(args.overrides)
 
 
-def pretrain(args: argparse.Namespace, data: Path, out: Path) -> Path | None:
-    """Brief MLM + matching pretraining on the demo captions; returns its model folder."""
-    if args.pretrain_epochs <= 0:
+def pretrain_swin(args: argparse.Namespace, data: Path, out: Path) -> Path | None:
+    """The Video Swin pretrained on the train videos' attributes (``--swin_steps`` 0: none); its weights."""
+    if args.swin_steps <= 0:
         return None
+    from lib.demo_backbone import pretrain_video_swin
+    from lib.engine.config import load_config
+
+    folder = out / "backbone"
+    print(f"[2/6] Video Swin pretraining on the train videos' attributes → {folder}", flush=True)
+    cfg = load_config(["--config", str(CONFIG), "--data_dir", str(data), *args.overrides])
+    return pretrain_video_swin(cfg, data, folder, steps=args.swin_steps, seed=args.seed)
+
+
+def pretrain(args: argparse.Namespace, data: Path, out: Path, init: Path | None) -> Path | None:
+    """Brief MLM + matching pretraining on the demo captions (from ``init``); returns its model folder."""
+    if args.pretrain_epochs <= 0:
+        return init
     run_dir = out / "pretrain"
     model_dir = run_dir / "model"
-    print(f"[2/5] pretraining (MLM + matching) → {run_dir}", flush=True)
+    print(f"[3/6] pretraining (MLM + matching) → {run_dir}", flush=True)
     if (run_dir / "metrics.json").is_file():
         return model_dir
     from lib.tasks.run import run
@@ -128,7 +149,7 @@ def pretrain(args: argparse.Namespace, data: Path, out: Path) -> Path | None:
     argv = run_argv(args, data, run_dir) + [
         "--type", "pretrain", "--task", "demo-pretrain", "--dataset", "demo",
         "--datasets", "[]", "--size_epoch", str(args.pretrain_epochs),
-    ]  # fmt: skip
+    ] + (["--path_ckpt", str(init)] if init else [])  # fmt: skip
     run("pretrain", argv)
     return model_dir
 
@@ -178,7 +199,7 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
         }
     if args.budget_min <= 0:
         return {"size_epoch": None, "source": "the config"}
-    print("[3/5] fitting the training to the budget (timing steps and a validation pass)", flush=True)
+    print("[4/6] fitting the training to the budget (timing steps and a validation pass)", flush=True)
     import torch
 
     from lib.engine.timing import mean_step_seconds, time_train_steps
@@ -220,7 +241,7 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
 
 def train_all_tasks(args: argparse.Namespace, data: Path, out: Path, init: Path | None) -> dict[str, float]:
     run_dir = out / "run"
-    print(f"[4/5] one model, every task → {run_dir}", flush=True)
+    print(f"[5/6] one model, every task → {run_dir}", flush=True)
     if (run_dir / "metrics.json").is_file():
         print("      (finished run found: reusing it)", flush=True)
         return json.loads((run_dir / "metrics.json").read_text())
@@ -452,12 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out if not args.quick or args.out != "_snapshot/demo" else "_snapshot/demo_quick")
     out.mkdir(parents=True, exist_ok=True)
     data = build_data(args)
-    init = pretrain(args, data, out)
+    init = pretrain(args, data, out, pretrain_swin(args, data, out))
     plan = fit_epochs(args, data, out, init, started)
     args.size_epoch = plan["size_epoch"]
     args.steps_per_epoch = plan.get("steps_per_epoch") or args.steps_per_epoch
     metrics = train_all_tasks(args, data, out, init)
-    print("[5/5] report", flush=True)
+    print("[6/6] report", flush=True)
     chance = chance_levels(data)
     rows = table_rows(metrics, chance)
     seconds = time.perf_counter() - started

@@ -77,3 +77,38 @@ def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
     (out / "run" / "args.json").write_text(json.dumps({"size_epoch": 3}))
     again = demo.fit_epochs(args, data, out, None, started=demo.time.perf_counter())
     assert again == {"size_epoch": 3, "steps_per_epoch": None, "source": "the interrupted run"}
+
+
+def test_swin_pretraining_writes_loadable_weights_and_is_reused(tmp_path, capsys, minilm_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    from lib.data.synthetic import ATTRIBUTES, make_demo_dataset
+    from lib.demo_backbone import pretrain_video_swin
+    from lib.engine.config import load_config
+    from lib.model.lavender import VideoEncoder
+    from lib.tasks.model_io import build_model, model_config
+
+    data = tmp_path / "data"
+    make_demo_dataset(data, seed=0, n_train=8, n_val=4, n_test=2, progress=False)
+    cfg = load_config(["--config", str(demo.CONFIG), "--data_dir", str(data)])
+    weights = pretrain_video_swin(cfg, data, tmp_path / "backbone", steps=4, batch_size=4)
+    state = load_file(weights)
+    torch.manual_seed(0)  # the initialisation pretrain_video_swin starts from (seed 0)
+    initial = VideoEncoder(model_config(cfg)).swin.state_dict()
+    assert set(state) == {f"enc_img.swin.{k}" for k in initial}
+    assert any(not torch.equal(state[f"enc_img.swin.{k}"], v) for k, v in initial.items())  # it trained
+    record = json.loads((tmp_path / "backbone" / "swin.json").read_text())
+    assert record["request"]["recipe"]["steps"] == 4 and set(record["val_accuracy"]) == set(ATTRIBUTES)
+    assert all(0.0 <= a <= 1.0 for a in record["val_accuracy"].values())
+    assert "held-out attribute accuracy" in capsys.readouterr().out
+    # the multi-task model starts from it (path_ckpt, Swin keys only): Swin from the file, text from MiniLM
+    model = build_model(cfg.override({"path_ckpt": str(weights)}))
+    for key, value in state.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # the same request is reused; another one trains again
+    mtime = weights.stat().st_mtime_ns
+    assert pretrain_video_swin(cfg, data, tmp_path / "backbone", steps=4, batch_size=4) == weights
+    assert weights.stat().st_mtime_ns == mtime and "reusing" in capsys.readouterr().out
+    pretrain_video_swin(cfg, data, tmp_path / "backbone", steps=3, batch_size=4)
+    assert json.loads((tmp_path / "backbone" / "swin.json").read_text())["request"]["recipe"]["steps"] == 3
