@@ -116,7 +116,7 @@ def test_nan_steps_in_a_row_abort_with_the_batch_ids(tmp_path):
 @pytest.mark.slow
 def test_deepspeed_zero2_bf16_on_cpu_trains_and_resumes(tmp_path):
     args = ["--toy_streams", "reg", "--toy_sizes", "96", "--size_batch", "8", "--deepspeed", "true",
-            "--zero_stage", "2", "--precision", "bf16", *BASE_ARGS]  # fmt: skip
+            "--zero_stage", "2", *BASE_ARGS, "--precision", "bf16"]  # fmt: skip
     reference = run_toy(tmp_path / "ref", *args).check()
     losses = reference.losses()
     assert sum(losses[s] for s in (10, 11, 12)) < sum(losses[s] for s in (1, 2, 3))
