@@ -1,8 +1,7 @@
 """The main job end to end, shortened: real videos → extractor → TSV → one multi-task model → report.
 
-This checks the pipeline and the report, not learning: runs short enough for CI do not yet learn reliably
-(one 800-step run learned colour questions, a 1,200-step run did not); the full `make demo` run's numbers
-are in BENCHMARKS.md and the report it writes.
+The shortened demo (`--quick`) must learn: each task's test metric far above its chance level. The full
+`make demo` run's numbers are in BENCHMARKS.md and the report it writes.
 """
 
 from __future__ import annotations
@@ -13,23 +12,39 @@ import pytest
 
 from lib import demo
 
+# How far above chance the shortened demo must be on its 60 test videos, per metric: (at least this multiple
+# of chance, and at least chance + this margin). Measured on a 2-core Xeon in fp32 (deterministic on
+# one machine): R@10 0.40 (chance 0.17), QA 0.68 (0.32), retrieval-style MC 0.48 (0.20), CIDEr 4.3 (0.92).
+FAR_ABOVE_CHANCE = {
+    "retrieval_demo-retrieval/test/t2v_R10": (1.8, 0.10),
+    "qaoe_demo-qa/test/acc": (1.5, 0.20),
+    "qamc_demo-retmc/test/acc": (1.5, 0.15),
+    "captioning_demo-captioning/test/CIDEr": (3.0, 1.0),
+}
+# Reported but not asserted, because 400 steps are too few for them to be far above chance on every CPU:
+# R@1 / R@5 (0.033 / 0.167, twice chance: 2 and 10 of 60 videos) and multiple choice with all five options
+# in one sequence (0.22, chance 0.20); the full demo reaches R@1 0.35-0.72 and 0.57-0.63 (BENCHMARKS.md).
+
 
 @pytest.mark.slow
-def test_quick_demo_writes_the_table_report_and_pictures(tmp_path, capsys):
+def test_a_shortened_demo_learns_every_task_and_writes_its_report(tmp_path, capsys):
+    """CI's learning check: `--quick` (240 train videos, the Swin's attribute pretraining, 400 multi-task
+    steps on 32-px frames; fp32, so that every machine runs the same arithmetic) is far above chance."""
     out = tmp_path / "out"
-    argv = ["--quick", "--data", str(tmp_path / "data"), "--out", str(out), "--n_train", "30",
-            "--n_val", "6", "--n_test", "12", "--size_epoch", "1", "--steps_per_epoch", "6"]  # fmt: skip
+    argv = ["--quick", "--data", str(tmp_path / "data"), "--out", str(out), "--", "--precision", "fp32"]
     assert demo.main(argv) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["training_length"] == {"size_epoch": 1, "source": "--size_epoch"}
-    keys = set(summary["metrics"])
+    metrics = summary["metrics"]
     for task, metric, _, _ in demo.ROWS:
         if metric != "METEOR":  # METEOR needs Java; everything else is always reported
-            assert f"{task}/test/{metric}" in keys
-    for row in summary["metrics"].values():
-        assert row["value"] >= 0.0 and (row["chance"] is None or 0.0 <= row["chance"] <= 10.0)
-    r1 = summary["metrics"]["retrieval_demo-retrieval/test/t2v_R1"]
-    assert r1["chance"] == pytest.approx(1 / 12) and 0.0 <= r1["value"] <= 1.0
+            assert f"{task}/test/{metric}" in metrics
+    learned = {}
+    for key, (ratio, margin) in FAR_ABOVE_CHANCE.items():
+        value, chance = metrics[key]["value"], metrics[key]["chance"]
+        learned[key] = (value, chance, value >= max(ratio * chance, chance + margin))
+    assert all(ok for _, _, ok in learned.values()), learned
+    assert metrics["retrieval_demo-retrieval/test/t2v_R1"]["chance"] == pytest.approx(1 / 60)
     report = (out / "report.md").read_text()
     assert "| metric | test | chance | target |" in report and "![curves](curves.png)" in report
     for png in ("curves.png", "examples.png"):
@@ -37,9 +52,10 @@ def test_quick_demo_writes_the_table_report_and_pictures(tmp_path, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     printed = capsys.readouterr().out
     assert "retrieval text→video R@1" in printed and "report:" in printed
-    # a second run reuses the data and the finished run (no retraining)
+    # a second run reuses the data, the Swin pretraining and the finished run (no retraining)
     assert demo.main(argv) == 0
-    assert "finished run found" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "finished run found" in printed and "reusing" in printed
 
 
 @pytest.mark.slow
