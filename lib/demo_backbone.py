@@ -33,6 +33,7 @@ from lib.data.annotations import write_json_atomic
 from lib.data.frames import normalize_frames
 from lib.data.synthetic import ATTRIBUTES
 from lib.engine.config import Config
+from lib.engine.optim import build_scheduler
 from lib.model.lavender import VideoEncoder
 from lib.tasks.common import clip_dataset, open_store
 from lib.tasks.model_io import model_config
@@ -90,10 +91,7 @@ def pretrain_video_swin(
         {a: torch.nn.Linear(swin.num_features, len(values)) for a, values in ATTRIBUTES.items()}
     )
     optimizer = torch.optim.AdamW([*swin.parameters(), *heads.parameters()], lr=lr)
-    warmup = max(1, steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
-    )
+    scheduler = build_scheduler(optimizer, steps, warmup_ratio=0.05)
     clips, labels = _labelled_clips(cfg, data, "train", train=True)
 
     def logits(video: torch.Tensor) -> dict[str, torch.Tensor]:
