@@ -92,6 +92,9 @@ MC_QUESTIONS = (
     "what does the video show?",
 )
 N_OPTIONS = 5
+# One-sequence multiple choice learns from many items: each train video gets this many (other distractors,
+# other order; its clip is encoded once for all of them with items_per_video), val/test videos one.
+MC_TRAIN_ITEMS = 8
 
 # file name -> annotation kind for lib.data.annotations.load_annotations
 ANNOTATION_FILES: dict[str, str] = {
@@ -483,7 +486,14 @@ def demo_annotations(specs: Sequence[VideoSpec], seed: int) -> dict[str, dict[st
             "vocab": list(ANSWERS),
             "ans2label": {a: i for i, a in enumerate(ANSWERS)},
         },
-        "mc": {split: [_choice_item(s, mc_question(), mc_rng) for s in v] for split, v in splits.items()},
+        "mc": {
+            split: [
+                _choice_item(s, mc_question(), mc_rng)
+                for s in v
+                for _ in range(MC_TRAIN_ITEMS if split == "train" else 1)
+            ]
+            for split, v in splits.items()
+        },
         "retmc": {split: [_choice_item(s, "", retmc_rng) for s in v] for split, v in splits.items()},
     }
     return {f"txt_{DATASET}-{task}.json": content for task, content in files.items()}
@@ -586,7 +596,8 @@ def make_demo_dataset(
         txt_demo-captioning.json          same format, canonical captions only
         txt_demo-qa.json                  open-ended QA {"video","question","answer","answer_text","type"},
                                           one per question type and video; top-level "vocab" and "ans2label"
-        txt_demo-mc.json                  {"question","option_0".."option_4","answer","video"} (TGIF style)
+        txt_demo-mc.json                  {"question","option_0".."option_4","answer","video"} (TGIF style);
+                                          MC_TRAIN_ITEMS per train video (other distractors and order)
         txt_demo-retmc.json               the same with question "" (retrieval-style multiple choice)
         meta_demo.json                    parameters and every video's attributes
 

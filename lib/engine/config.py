@@ -108,6 +108,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("kinetics", int, 600, "Kinetics variant of the Video Swin weights (-1 = none)", (400, 600, -1)),
     Key("txt_backbone", str, "bert-base-uncased", "text embeddings / tokenizer (name or local folder)"),
     Key("txt_backbone_embed_only", bool, True, "use only the BERT embeddings for text (no text encoder)"),
+    Key("txt_layers", int | None, None,
+        "text-only BERT layers before the fusion when txt_backbone_embed_only is false (None = all of the "
+        "text backbone's; initialised from its first layers)"),
     Key("fusion_encoder", str, "bert-base-uncased", "fusion encoder (name or local folder)"),
     Key("fusion_encoder_rand_init", bool, False, "initialise the fusion encoder randomly"),
     Key("path_ckpt", str, "", "initial weights ('' = backbone initialisation); a missing file is an error"),
@@ -140,7 +143,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("freeze_params", list[str], [],
         "parameter-name prefixes left untrained, e.g. enc_txt.emb_txt.word_embeddings (each must match)"),
     Key("items_per_video", int, 1,
-        "open-ended QA training: questions of one video per batch slot (its clip encoded once for all)"),
+        "QA training (open-ended, multiple choice): questions of one video per batch slot (its clip "
+        "encoded once for all)"),
     Key("lr", float, 2e-5, "peak learning rate"),
     Key("decay", float, 1e-3, "AdamW weight decay (not applied to biases and normalisation weights)"),
     Key("betas", list[float], [0.9, 0.98], "AdamW betas"),

@@ -299,7 +299,7 @@ class AnnotatedTask(Task):
         k = self.cfg.items_per_video
         if k > 1 and not self.groups_items:
             raise ConfigError(
-                f"{self.name}: items_per_video={k} is supported by open-ended QA only; set it to 1 here"
+                f"{self.name}: items_per_video={k} is supported by QA tasks only; set it to 1 here"
             )
         dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True, items_per_video=k)
         return TrainStream(

@@ -70,6 +70,10 @@ def model_config(cfg: Config) -> LavenderConfig:
         "swin_stem_convs": cfg.vis_stem_convs,
         "video_attends_text": cfg.video_attends_text,
     }
+    if cfg.txt_layers is not None:
+        if cfg.txt_layers < 1:
+            raise ValueError(f"txt_layers must be at least 1 (or null for all), got {cfg.txt_layers}")
+        fields["num_text_layers"] = cfg.txt_layers
     for ours, key in (
         ("swin_embed_dim", "vis_embed_dim"),
         ("swin_depths", "vis_depths"),

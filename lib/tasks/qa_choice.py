@@ -12,7 +12,8 @@
   :func:`layouts.true_false_prob`; ``tf_score: ratio`` = the reference's raw-logit ratio).
 * "auto" (default): "retrieval" when the file's first question is empty, else "sequence".
 
-Each video is encoded once per batch and its tokens repeated over its options. Accuracy is over the full
+Each video is encoded once per batch and its tokens repeated over its options (and, with
+``items_per_video`` > 1 in training, over its several questions). Accuracy is over the full
 official test size (``size_test`` on the test split; skipped items count as wrong); every item is
 evaluated on exactly one rank.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lib.data.datasets import stack_clips
+from lib.data.datasets import item_rows, stack_clips
 from lib.engine.config import Config
 from lib.metrics.qa import mc_accuracy
 from lib.model import layouts
@@ -35,6 +36,7 @@ from lib.tasks.qa_open import masked_labels, masked_logits
 class ChoiceTask(AnnotatedTask):
     family = "qamc"
     kind = "qa_choice"
+    groups_items = True
 
     def __init__(self, cfg: Config, tokenizer, name: str | None = None):
         super().__init__(cfg, tokenizer, name)
@@ -84,19 +86,22 @@ class ChoiceTask(AnnotatedTask):
     # ---- training
 
     def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        records = [item["record"] for item in items]
+        """One question per row (an item holds several with ``items_per_video``); ``row_video`` = the
+        item (clip) of each question."""
+        records, row_video = item_rows(items)
         answers = [r.answer for r in records]
         return {
             "video": stack_clips(items),
             "layout": self.layout(records, answers),
             "answer": torch.tensor(answers),
+            "row_video": row_video,
             "ids": [item["id"] for item in items],
         }
 
     def step(self, model, batch: dict[str, Any]) -> dict:
         feat, mask = model.encode_video(batch["video"])
         layout = batch["layout"]
-        logits = self.option_logits(model, feat, mask, layout)
+        logits = self.option_logits(model, feat, mask, layout, batch["row_video"].to(feat.device))
         labels = masked_labels(layout, logits.device)[:, 0]
         loss = F.cross_entropy(logits, labels)
         chosen = self.option_scores(logits.detach()).argmax(dim=-1)

@@ -39,6 +39,21 @@ def test_freeze_params_leaves_matching_parameters_out_of_training(tiny_args, tok
         build_model(load_config([*tiny_args, "--freeze_params", '["enc_txt.word_embedding"]']), tokenizer)
 
 
+def test_txt_layers_puts_that_many_text_backbone_layers_before_the_fusion(tiny_args, tokenizer):
+    assert build_model(load_config(tiny_args), tokenizer).enc_txt.txt_trsfr is None  # embeddings only
+    model = build_model(load_config([*tiny_args, "--txt_backbone_embed_only", "false", "--txt_layers", "1"]))
+    assert model.config.text_layers == 1 and len(model.enc_txt.txt_trsfr.layer) == 1
+    assert len(model.trsfr.layer) == 2  # fusion_layers unchanged
+    text, fusion = model.enc_txt.txt_trsfr.layer[0].state_dict(), model.trsfr.layer[0].state_dict()
+    # both start as MiniLM's layer 0
+    assert text.keys() == fusion.keys() and all(torch.equal(text[k], fusion[k]) for k in text)
+    ids = torch.tensor([[101, 2054, 103, 102]])
+    with torch.no_grad():
+        assert not torch.equal(model.enc_txt(ids), model.enc_txt.emb_txt(ids))  # the layer runs
+    with pytest.raises(ValueError, match="txt_layers"):
+        build_model(load_config([*tiny_args, "--txt_backbone_embed_only", "false", "--txt_layers", "0"]))
+
+
 def test_fusion_dropout_overrides_the_bert_folder(tiny_args, tokenizer):
     default = build_model(load_config(tiny_args), tokenizer)
     assert default.config.hidden_dropout == 0.1  # all-MiniLM-L6-v2's config.json

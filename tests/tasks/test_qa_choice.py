@@ -9,6 +9,7 @@ import torch
 from quick_training import freeze_for_speed
 
 from lib.data.annotations import AnnotationError
+from lib.data.synthetic import MC_TRAIN_ITEMS
 from lib.engine.config import Config, load_config
 from lib.model import layouts
 from lib.tasks.common import clip_transform, logits_at
@@ -126,3 +127,30 @@ def test_missing_video_error_and_size_test(tiny_args, tmp_path, demo_data, token
     assert test["n_items"] == 7 and test["n_skipped"] == 1 and test["denominator"] == 16
     assert test["acc"] <= 50.0 and test["acc"] == pytest.approx(test["acc_given"] * 7 / 16)
     assert len(scores) == 7 and all(s.shape == (5,) for s in scores)
+
+
+def test_items_per_video_encodes_each_clip_once_and_keeps_every_question(tiny_args, tokenizer):
+    """The demo has MC_TRAIN_ITEMS (8) one-sequence questions per train video: with items_per_video=4 a slot
+    is one video with 4 of them, the slots cover every question once, and the grouped batch gives each
+    question the loss it gets alone with its clip."""
+    grouped = ChoiceTask(mc_config(tiny_args, "demo-mc", *SEQUENCE_TXT, "--items_per_video", "4"), tokenizer)
+    single = ChoiceTask(mc_config(tiny_args, "demo-mc", *SEQUENCE_TXT), tokenizer)
+    slots, items = grouped.train_stream().dataset, single.train_stream().dataset
+    records = grouped.ann["train"]
+    per_video = len(records) // len({r.video for r in records})
+    assert per_video == MC_TRAIN_ITEMS and len(slots) == len(records) // 4 and len(items) == len(records)
+    seen = sorted((r.video, r.options, r.answer) for i in range(len(slots)) for r in slots[i]["records"])
+    assert seen == sorted((r.video, r.options, r.answer) for r in records)
+    assert all({r.video for r in slots[i]["records"]} == {slots[i]["id"]} for i in range(len(slots)))
+
+    torch.manual_seed(0)
+    model = build_model(single.cfg, tokenizer).eval()
+    batch = grouped.collate_train([slots[0], slots[1]])
+    assert batch["video"].shape[0] == 2 and batch["row_video"].tolist() == [0] * 4 + [1] * 4
+    with torch.no_grad():
+        out = grouped.step(model, batch)
+        alone = [single.step(model, single.collate_train([items[i]])) for i in range(8)]
+    assert [r.video for r in records[:8]] == [slots[0]["id"]] * 4 + [slots[1]["id"]] * 4
+    mean_alone = torch.stack([a["loss"] for a in alone]).mean().item()
+    assert out["loss"].item() == pytest.approx(mean_alone, rel=1e-4)
+    assert out["acc"].item() == pytest.approx(torch.stack([a["acc"] for a in alone]).mean().item())
