@@ -36,7 +36,7 @@ from lib.data.synthetic import make_demo_dataset
 from lib.engine.checkpointing import list_checkpoints
 
 CONFIG = Path("_args/args_demo_multi-task.json")
-# --quick: the shortened demo CI runs as a learning test (tests/test_demo.py), ~1.5 min on a 2-core Xeon in
+# --quick: the shortened demo CI runs as a learning test (tests/test_demo.py), ~2.2 min on a 2-core Xeon in
 # fp32; 32-px frames (2x2 Swin tokens per frame) make its steps ~3x cheaper than the demo's 64 px
 QUICK = {
     "n_train": 240, "n_val": 10, "n_test": 60, "size_epoch": 1, "steps_per_epoch": 600, "swin_steps": 300,

@@ -24,7 +24,7 @@ FAR_ABOVE_CHANCE = {
 }
 # Reported but not asserted, because 600 steps are too few for them to be far above chance on every CPU:
 # R@1 / R@5 (0.033 / 0.25: 2 and 15 of 60 videos) and multiple choice with all five options in one
-# sequence (0.18, chance 0.20); the full demo reaches R@1 0.68-0.73 and 0.68-0.80 (BENCHMARKS.md).
+# sequence (0.18, chance 0.20); the full demo reaches R@1 0.42-0.68 and 0.68-0.80 (BENCHMARKS.md).
 
 
 @pytest.mark.slow

@@ -71,8 +71,13 @@ def model_config(cfg: Config) -> LavenderConfig:
         "video_attends_text": cfg.video_attends_text,
     }
     if cfg.txt_layers is not None:
+        if cfg.txt_backbone_embed_only:
+            raise ConfigError(
+                f"txt_layers={cfg.txt_layers} needs txt_backbone_embed_only false (text layers are not built "
+                "when the text backbone is embeddings only)"
+            )
         if cfg.txt_layers < 1:
-            raise ValueError(f"txt_layers must be at least 1 (or null for all), got {cfg.txt_layers}")
+            raise ConfigError(f"txt_layers must be at least 1 (or null for all), got {cfg.txt_layers}")
         fields["num_text_layers"] = cfg.txt_layers
     for ours, key in (
         ("swin_embed_dim", "vis_embed_dim"),

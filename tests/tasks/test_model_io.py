@@ -50,8 +50,10 @@ def test_txt_layers_puts_that_many_text_backbone_layers_before_the_fusion(tiny_a
     ids = torch.tensor([[101, 2054, 103, 102]])
     with torch.no_grad():
         assert not torch.equal(model.enc_txt(ids), model.enc_txt.emb_txt(ids))  # the layer runs
-    with pytest.raises(ValueError, match="txt_layers"):
+    with pytest.raises(ConfigError, match="txt_layers"):
         build_model(load_config([*tiny_args, "--txt_backbone_embed_only", "false", "--txt_layers", "0"]))
+    with pytest.raises(ConfigError, match="txt_backbone_embed_only false"):
+        build_model(load_config([*tiny_args, "--txt_layers", "1"]))  # would be ignored: an error instead
 
 
 def test_fusion_dropout_overrides_the_bert_folder(tiny_args, tokenizer):
