@@ -137,9 +137,15 @@ SCHEMA: tuple[Key, ...] = (
     Key("size_batch", int, 8, "batch size per rank"),
     Key("grad_accum", int, 1, "micro-batches per optimizer step"),
     Key("steps_per_epoch", int, 0, "optimizer steps per epoch (0 = one pass over every stream)"),
+    Key("time_budget_s", float, 0.0,
+        "wall-clock seconds for training and its evaluations (0 = off): after every epoch size_epoch is "
+        "re-fitted to what fits at the pace measured in this run; the lr decay follows the new length"),
     Key("task_sampling", str, "uniform", "multi-task stream choice per step: uniform or by dataset size",
         ("uniform", "size")),
     Key("task_weight", float, 1.0, "multi-task: relative probability that a step trains this task's stream"),
+    Key("task_start", float, 0.0,
+        "multi-task: fraction of the epochs before this task's stream is first drawn, in [0, 1) (a "
+        "curriculum: e.g. a task that needs the others' grounding first)"),
     Key("freeze_params", list[str], [],
         "parameter-name prefixes left untrained, e.g. enc_txt.emb_txt.word_embeddings (each must match)"),
     Key("items_per_video", int, 1,

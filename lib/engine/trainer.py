@@ -11,7 +11,8 @@ carry an "ids" list; those ids appear in non-finite-loss reports.
 
 Data order. Every step, one stream is chosen (`task_sampling`: "uniform" = proportional to the streams'
 `weight`, "size" = to weight x batches per epoch) from an RNG seeded by (seed, epoch): every rank picks
-the same stream without communicating. Each stream walks through its own epochs
+the same stream without communicating. A stream with a `start` fraction (`task_start`) joins at that
+fraction of the epochs. Each stream walks through its own epochs
 (`distributed.train_shard`), so an exhausted stream restarts with its next permutation. An epoch is
 `steps_per_epoch` optimizer steps, by default the sum of the streams' per-rank batches (divided by
 grad_accum). Items are fetched with RNGs seeded from their (seed, stream, stream epoch, position) - the
@@ -72,7 +73,7 @@ SaveModelFn = Callable[[nn.Module, Path], None]
 # Keys that may change between a run and its resumption without affecting what is computed.
 _RUN_CONTROL_KEYS = frozenset({
     "resume", "path_output", "eval_only", "n_workers", "logging_steps", "tensorboard", "save_every_steps",
-    "keep_last_ckpts", "save_model_every_epoch", "dist_timeout_s",
+    "keep_last_ckpts", "save_model_every_epoch", "dist_timeout_s", "time_budget_s",
 })  # fmt: skip
 
 
@@ -94,6 +95,7 @@ class TrainStream:
     batch_size: int
     step_fn: StepFn
     weight: float = 1.0  # relative probability of being picked at a step (not a loss weight)
+    start: float = 0.0  # fraction of the run's epochs before the stream is first picked (a curriculum)
 
 
 # ---- data plan
@@ -119,7 +121,11 @@ class BatchRef:
 
 
 class StreamSchedule:
-    """Which stream and batch every micro-step of an epoch uses (a pure function of seed, epoch, cursors)."""
+    """Which stream and batch every micro-step of an epoch uses (a pure function of seed, epoch, cursors).
+
+    A stream with ``start`` > 0 is not picked before epoch ``round(start * n_epochs)``; from then on it is
+    picked in proportion to its weight like the others (:meth:`probs_at`).
+    """
 
     def __init__(
         self,
@@ -130,6 +136,7 @@ class StreamSchedule:
         sampling: str,
         grad_accum: int,
         steps_per_epoch: int,
+        n_epochs: int = 1,
     ):
         self.streams = streams
         self.seed, self.world_size, self.rank = seed, world_size, rank
@@ -139,16 +146,36 @@ class StreamSchedule:
             weights = weights * np.array(self.n_batches, dtype=np.float64)
         if (weights <= 0).any():
             raise ValueError("every stream needs a positive weight")
+        bad = [s.name for s in streams if not 0.0 <= s.start < 1.0]
+        if bad:
+            raise ValueError(f"task_start must be in [0, 1) (a fraction of the epochs); streams {bad}")
+        if streams and min(s.start for s in streams) > 0:
+            raise ValueError("at least one stream must start at once (task_start 0) for the first epochs")
+        self.weights = weights
         self.probs = weights / weights.sum()
+        self.start_epochs = [round(s.start * n_epochs) for s in streams]
         self.grad_accum = grad_accum
         self.steps_per_epoch = steps_per_epoch or max(1, sum(self.n_batches) // grad_accum)
         self.micro_per_epoch = self.steps_per_epoch * grad_accum
+
+    def refit(self, n_epochs: int, epoch: int) -> None:
+        """A new run length of ``n_epochs``: streams not started by ``epoch`` move their start with it;
+        started ones stay started."""
+        self.start_epochs = [
+            first if first <= epoch else max(epoch, round(s.start * n_epochs))
+            for first, s in zip(self.start_epochs, self.streams)
+        ]
+
+    def probs_at(self, epoch: int) -> np.ndarray:
+        """Probability of each stream at every micro-step of ``epoch`` (0 for streams not started yet)."""
+        weights = np.where(np.array(self.start_epochs) <= epoch, self.weights, 0.0)
+        return weights / weights.sum()
 
     def stream_choices(self, epoch: int) -> np.ndarray:
         if len(self.streams) == 1:
             return np.zeros(self.micro_per_epoch, dtype=np.int64)
         rng = np.random.default_rng([self.seed, epoch, len(self.streams)])
-        return rng.choice(len(self.streams), size=self.micro_per_epoch, p=self.probs)
+        return rng.choice(len(self.streams), size=self.micro_per_epoch, p=self.probs_at(epoch))
 
     def epoch_plan(
         self, epoch: int, cursors: Sequence[StreamCursor]
@@ -452,9 +479,15 @@ class Trainer:
             cfg.task_sampling,
             cfg.grad_accum,
             cfg.steps_per_epoch,
+            cfg.size_epoch,
         )
         self.cursors = [StreamCursor() for _ in self.streams]
-        self.total_steps = self.schedule.steps_per_epoch * cfg.size_epoch
+        self.n_epochs = cfg.size_epoch  # re-fitted after every epoch under a time budget
+        self.total_steps = self.schedule.steps_per_epoch * self.n_epochs
+        self.budget_spent_s = 0.0  # training + evaluation seconds of earlier processes of this run
+        self._fit_started: float | None = None
+        self._pace_mark: tuple[int, float] | None = None  # (epoch, time) from which every stream is drawn
+        self._last_eval_s = 0.0
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.warmup_ratio)
         self.scaler = None
@@ -505,6 +538,8 @@ class Trainer:
             "cursors": [(c.epoch, c.batch) for c in self.cursors],
             "nonfinite_total": self.nonfinite_total,
             "last_metrics": self.last_metrics,
+            "n_epochs": self.n_epochs,
+            "budget_spent_s": self.budget_spent_s + self._seconds_this_process(),
             "world_size": self.dist.world_size,
             "streams": [s.name for s in self.streams],
             "deepspeed": self.use_deepspeed,
@@ -567,6 +602,9 @@ class Trainer:
         self.cursors = [StreamCursor(e, b) for e, b in state["cursors"]]
         self.nonfinite_total = state["nonfinite_total"]
         self.last_metrics = dict(state["last_metrics"])
+        if "n_epochs" in state:
+            self._set_length(state["n_epochs"])
+            self.budget_spent_s = state["budget_spent_s"]
         rng_file = folder / f"rng_rank{self.dist.rank}.pt"
         if rng_file.is_file():
             restore_rng_state(torch.load(rng_file, weights_only=True))
@@ -633,9 +671,10 @@ class Trainer:
         if not self.training:
             self.evaluate()
             return self._summary()
+        self._fit_started = time.perf_counter()
         if self.cfg.eval_before_train and self.global_step == 0 and self.micro_in_epoch == 0:
             self.evaluate()
-        while self.epoch < self.cfg.size_epoch:
+        while self.epoch < self.n_epochs:
             self._train_epoch()
         if self.dist.is_main:
             self.save_model("model")
@@ -667,8 +706,51 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global torch RNG untouched
         )
 
+    # ---- time budget
+
+    def _seconds_this_process(self) -> float:
+        return 0.0 if self._fit_started is None else time.perf_counter() - self._fit_started
+
+    def _set_length(self, n_epochs: int) -> None:
+        self.n_epochs = n_epochs
+        self.schedule.refit(n_epochs, self.epoch)
+        self.total_steps = self.schedule.steps_per_epoch * n_epochs
+        for fn in self.scheduler.lr_lambdas:  # the linear decay now ends with the new length
+            fn.total_steps = self.total_steps
+
+    def _fit_to_budget(self) -> None:
+        """After an epoch: as many epochs as ``time_budget_s`` still allows at this run's measured pace (an
+        epoch's training plus, when it evaluates, its evaluation), never fewer than those done. The pace is
+        measured from the first epoch that draws every stream (a stream with a later ``task_start`` changes
+        the cost of an epoch); before it, the planned length stands."""
+        if self._pace_mark is None:
+            return
+        now = time.perf_counter()
+        spent, paced = (
+            float(x)
+            for x in D.all_reduce_tensor(
+                torch.tensor([now - self._fit_started, now - self._pace_mark[1]]), "max"
+            )
+        )
+        eval_now = self._last_eval_s if self.cfg.eval_every > 0 else 0.0  # this epoch's, about to run
+        pace = (paced + eval_now) / (self.epoch - self._pace_mark[0])
+        left = self.cfg.time_budget_s - self.budget_spent_s - spent - eval_now
+        n_epochs = self.epoch + max(0, int(left // pace))
+        if n_epochs != self.n_epochs:
+            self.log.info(
+                f"time budget {self.cfg.time_budget_s:.0f} s: {self.n_epochs} -> {n_epochs} epochs "
+                f"({pace:.1f} s per epoch here, {self.budget_spent_s + spent:.0f} s spent)"
+            )
+            self._set_length(n_epochs)
+
     def _train_epoch(self) -> None:
         cfg, accum = self.cfg, self.cfg.grad_accum
+        if (
+            self._pace_mark is None
+            and self.micro_in_epoch == 0
+            and max(self.schedule.start_epochs) <= self.epoch
+        ):
+            self._pace_mark = (self.epoch, time.perf_counter())
         plan, end_cursors = self.schedule.epoch_plan(self.epoch, self.cursors)
         steps = self.schedule.steps_per_epoch
         self.wrapped.train()
@@ -679,7 +761,7 @@ class Trainer:
             batches,
             total=len(plan),
             initial=self.micro_in_epoch,
-            desc=f"epoch {self.epoch + 1}/{cfg.size_epoch}",
+            desc=f"epoch {self.epoch + 1}/{self.n_epochs}",
         )
         for ref, batch in bar:
             self.micro_in_epoch += 1
@@ -702,8 +784,12 @@ class Trainer:
         self.cursors = end_cursors
         self.epoch += 1
         self.micro_in_epoch = 0
-        if (cfg.eval_every > 0 and self.epoch % cfg.eval_every == 0) or self.epoch == cfg.size_epoch:
+        if cfg.time_budget_s > 0:
+            self._fit_to_budget()
+        if (cfg.eval_every > 0 and self.epoch % cfg.eval_every == 0) or self.epoch == self.n_epochs:
+            started = time.perf_counter()
             self.evaluate()
+            self._last_eval_s = time.perf_counter() - started
         if cfg.save_model_every_epoch:
             self.save_model(f"model_epoch{self.epoch:03d}")
         self.save_checkpoint()

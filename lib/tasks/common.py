@@ -224,6 +224,20 @@ class Task:
         stream = self.train_stream()
         return [] if stream is None else [stream]
 
+    def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def step(self, model, batch: dict[str, Any]) -> dict:
+        raise NotImplementedError
+
+    def make_stream(self, name: str, dataset: Dataset) -> TrainStream:
+        """A stream of ``dataset`` through this task's collate and step, with its config's batch size,
+        ``task_weight`` and ``task_start``."""
+        cfg = self.cfg
+        return TrainStream(
+            name, dataset, self.collate_train, cfg.size_batch, self.step, cfg.task_weight, cfg.task_start
+        )
+
     def eval_splits(self) -> list[str]:
         """Splits to evaluate (val/test present in the annotation file)."""
         return []
@@ -302,15 +316,7 @@ class AnnotatedTask(Task):
                 f"{self.name}: items_per_video={k} is supported by QA tasks only; set it to 1 here"
             )
         dataset = clip_dataset(self.cfg, self.store, self.ann["train"], train=True, items_per_video=k)
-        return TrainStream(
-            self.name, dataset, self.collate_train, self.cfg.size_batch, self.step, self.cfg.task_weight
-        )
-
-    def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def step(self, model, batch: dict[str, Any]) -> dict:
-        raise NotImplementedError
+        return self.make_stream(self.name, dataset)
 
     # ---- evaluation
 

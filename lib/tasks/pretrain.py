@@ -259,11 +259,7 @@ class PretrainTask(Task):
                 continue
             dataset = clip_dataset(self.cfg, source.store, records, train=True)
             name = self.name if len(self.sources) == 1 else f"{self.name}/{source.name}"
-            streams.append(
-                TrainStream(
-                    name, dataset, self.collate_train, self.cfg.size_batch, self.step, self.cfg.task_weight
-                )
-            )
+            streams.append(self.make_stream(name, dataset))
         return streams
 
     def train_stream(self) -> TrainStream | None:

@@ -48,3 +48,12 @@ def test_steps_are_timed_per_stream_and_really_train():
     assert sized == pytest.approx(expected)
     with pytest.raises(ValueError, match="steps must be"):
         time_train_steps(model, streams, cfg, steps=0)
+
+
+def test_a_late_stream_counts_only_for_the_steps_it_is_drawn():
+    seen: list = []
+    streams = [stream("fast", 0, 2, 1.0, seen), stream("slow", 0, 2, 3.0, seen)]
+    streams[1].start = 0.4
+    seconds = {"fast": 0.1, "slow": 0.5}
+    # 40 % of the run only "fast" (0.1 s), then 1:3 (0.4 s a step)
+    assert mean_step_seconds(seconds, streams, Config()) == pytest.approx(0.4 * 0.1 + 0.6 * 0.4)

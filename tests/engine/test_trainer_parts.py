@@ -66,6 +66,27 @@ def test_sampling_uniform_weighted_or_by_size():
     assert counts[1] / 4000 == pytest.approx(0.75, abs=0.03)
 
 
+def test_a_stream_with_a_start_fraction_joins_at_that_epoch():
+    late = stream("late", 40, 4, weight=3.0)
+    late.start = 0.5
+    s = StreamSchedule([stream("a", 40, 4), late], 0, 1, 0, "uniform", 1, 200, n_epochs=5)
+    assert s.start_epochs == [0, 2]  # round(0.5 * 5)
+    for epoch in (0, 1):
+        assert np.array_equal(s.probs_at(epoch), [1.0, 0.0])
+        assert not (s.stream_choices(epoch) == 1).any()
+    assert np.allclose(s.probs_at(2), [0.25, 0.75])
+    share = (s.stream_choices(3) == 1).mean()
+    assert 0.65 < share < 0.85
+    for start, match in ((1.0, "task_start must be in"), (-0.1, "task_start must be in")):
+        late.start = start
+        with pytest.raises(ValueError, match=match):
+            StreamSchedule([stream("a", 40, 4), late], 0, 1, 0, "uniform", 1, 0, n_epochs=5)
+    first, late.start = stream("a", 40, 4), 0.5
+    first.start = 0.2
+    with pytest.raises(ValueError, match="at least one stream must start at once"):
+        StreamSchedule([first, late], 0, 1, 0, "uniform", 1, 0, n_epochs=5)
+
+
 def test_exhausted_stream_restarts_with_its_next_permutation():
     s = schedule([stream("a", 8, 2), stream("b", 4, 2)])  # 2 + 1 batches per rank -> 3 micro-steps
     plan, cursors = s.epoch_plan(0, [StreamCursor(), StreamCursor()])
@@ -134,3 +155,14 @@ def test_deepspeed_config_built_from_keys_or_checked_from_json(tmp_path):
         from_json({"gradient_accumulation_steps": 2})
     with pytest.raises(ConfigError, match="ZeRO stage 3"):
         from_json({"zero_optimization": {"stage": 3}})
+
+
+def test_refitting_the_length_moves_only_streams_not_started_yet():
+    late, later = stream("late", 40, 4), stream("later", 40, 4)
+    late.start, later.start = 0.3, 0.6
+    s = StreamSchedule([stream("a", 40, 4), late, later], 0, 1, 0, "uniform", 1, 10, n_epochs=10)
+    assert s.start_epochs == [0, 3, 6]
+    s.refit(20, epoch=4)  # "late" started at 3 and stays; "later" moves to round(0.6 * 20)
+    assert s.start_epochs == [0, 3, 12]
+    s.refit(5, epoch=4)  # "later" would start at 3, already past: it starts now
+    assert s.start_epochs == [0, 3, 4]

@@ -6,6 +6,8 @@ seeds per item). Besides the engine's `--key value` options, the script takes it
     --toy_streams reg,cls   streams to train            --toy_sizes 64,32     their dataset sizes
     --toy_dropout 0.0       dropout in the model        --toy_eval_items 11   evaluation set size
     --toy_nan_ids [5]       item ids with a NaN input   --toy_kill_at N       rank 0 SIGKILLs itself at call N
+    --toy_step_sleep 0.0    seconds each step call sleeps (a known pace for time-budget runs)
+    --toy_starts 0,0.5      each stream's task_start (default: all 0)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -42,6 +45,8 @@ TOY_DEFAULTS = {
     "eval_items": "11",
     "nan_ids": "[]",
     "kill_at": "0",
+    "step_sleep": "0",
+    "starts": "",
 }
 
 
@@ -131,6 +136,14 @@ def killing(step_fn, kill_at: int):
     return wrapped
 
 
+def sleeping(step_fn, seconds: float):
+    def wrapped(model, batch):
+        time.sleep(seconds)
+        return step_fn(model, batch)
+
+    return wrapped
+
+
 def make_evaluate(path_output: Path, n_items: int, device: torch.device):
     data = ToyData(n_items, set(), noise=0.0)
 
@@ -158,9 +171,13 @@ def main(argv: list[str]) -> dict:
     steps = {"reg": reg_step, "cls": cls_step}
     kill_at = int(toy["kill_at"])
     streams = []
-    for name, size in zip(toy["streams"].split(","), toy["sizes"].split(",")):
+    names = toy["streams"].split(",")
+    starts = [float(x) for x in toy["starts"].split(",")] if toy["starts"] else [0.0] * len(names)
+    for name, size, start in zip(names, toy["sizes"].split(","), starts):
         step_fn = killing(steps[name], kill_at) if kill_at else steps[name]
-        streams.append(TrainStream(name, ToyData(int(size), nan_ids), collate, cfg.size_batch, step_fn))
+        step_fn = sleeping(step_fn, float(toy["step_sleep"])) if float(toy["step_sleep"]) else step_fn
+        data = ToyData(int(size), nan_ids)
+        streams.append(TrainStream(name, data, collate, cfg.size_batch, step_fn, start=start))
     evaluate = make_evaluate(Path(cfg.path_output), int(toy["eval_items"]), dist.device)
     return Trainer(cfg, model, streams, evaluate_fn=evaluate).fit()
 
