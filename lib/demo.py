@@ -8,9 +8,10 @@ Steps: (1) build the synthetic dataset (`lib.data.synthetic`, H.264 files throug
 (2) pretrain the Video Swin alone on the train videos' attribute labels, the demo's stand-in for LAVENDER's
 Kinetics-pretrained Swin (`lib.demo_backbone`), and optionally pretrain briefly (MLM + matching) with
 `main_pretrain_mlm`'s code; (3) fit the training to the
-wall-clock budget: time a few real steps of every task and one validation pass on this machine, and train
+wall-clock budget: time a few real steps of every task and one validation pass on this machine, and plan
 as many epochs of the config as fit (`--budget_min`, default 15 minutes for the whole command; at most the
-config's `size_epoch`); (4) train one model on every task with `main_multi_task_mlm`'s code (config
+config's `size_epoch`), which the run then re-fits after every epoch to the pace it measures
+(`time_budget_s`); (4) train one model on every task with `main_multi_task_mlm`'s code (config
 `_args/args_demo_multi-task.json`) and evaluate every task on the held-out test split with the tasks' own
 evaluation; (5) print a table with the chance level beside each number and write
 `_snapshot/demo/{metrics.json, report.md, curves.png, examples.png}`.
@@ -36,11 +37,11 @@ from lib.data.synthetic import make_demo_dataset
 from lib.engine.checkpointing import list_checkpoints
 
 CONFIG = Path("_args/args_demo_multi-task.json")
-# --quick: the shortened demo CI runs as a learning test (tests/test_demo.py), ~2.2 min on a 2-core Xeon and
-# ~3.8 min on a 2-core AMD EPYC in fp32; 32-px frames (2x2 Swin tokens per frame) make its steps ~3x cheaper
-# than the demo's 64 px
+# --quick: the shortened demo CI runs as a learning test (tests/test_demo.py), ~4 min on a 2-core AMD EPYC in
+# fp32 (3 epochs, so that the one-sequence MC stream's task_start applies); 32-px frames (2x2 Swin tokens per
+# frame) make its steps ~3x cheaper than the demo's 64 px
 QUICK = {
-    "n_train": 240, "n_val": 10, "n_test": 60, "size_epoch": 1, "steps_per_epoch": 600, "swin_steps": 300,
+    "n_train": 240, "n_val": 10, "n_test": 60, "size_epoch": 3, "steps_per_epoch": 200, "swin_steps": 300,
 }  # fmt: skip
 QUICK_OVERRIDES = ["--size_img", "32"]
 # (task name in the config, metric, label, target) — what the table shows, in order
@@ -121,8 +122,8 @@ def run_argv(args: argparse.Namespace, data: Path, out: Path) -> list[str]:
         "--seed",
         str(args.seed),
     ]
-    for key in ("size_epoch", "steps_per_epoch"):
-        if getattr(args, key) is not None:
+    for key in ("size_epoch", "steps_per_epoch", "time_budget_s"):
+        if getattr(args, key, None) is not None:
             argv += [f"--{key}", str(getattr(args, key))]
     if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         print(f"      resuming the run in {out}", flush=True)
@@ -164,11 +165,13 @@ def pretrain(args: argparse.Namespace, data: Path, out: Path, init: Path | None)
 
 # ------------------------------------------------------------------------------------ fitting the budget
 
-# Share of the remaining budget planned for training. Steps inside a run cost more than timed alone (the
-# DataLoader worker shares the 2 cores; clipping, logging; the CPU's speed drifts): in-run / timed was
-# 1.00-1.34 on a 2-core AMD EPYC (Zen 4, bf16; 322-329 ms in the run vs 246 ms timed with one text layer,
-# 15.1 min at 0.80) and up to 1.26 on a 2-core Xeon (207 vs 164 ms: 15.3 min at 0.85).
-SAFETY = 0.72
+# Share of the remaining budget the first plan (from steps timed alone) fills. Steps inside a run cost more
+# than timed alone (the DataLoader worker shares the 2 cores; clipping, logging; the CPU's speed drifts):
+# in-run / timed was 1.08-1.43 on a 2-core AMD EPYC (Zen 4, bf16) and up to 1.26 on a 2-core Xeon. The run
+# then re-fits its number of epochs after each one to the pace it measures (``time_budget_s``), within
+# TIME_BUDGET_SHARE of the remaining budget (the rest: one epoch running slower than the ones before).
+SAFETY = 0.80
+TIME_BUDGET_SHARE = 0.92
 REPORT_S = 30.0  # chance levels, curves, the examples picture (a few captions and answers), measured < 20 s
 
 
@@ -205,6 +208,7 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
         return {
             "size_epoch": saved["size_epoch"],
             "steps_per_epoch": saved.get("steps_per_epoch"),
+            "time_budget_s": saved.get("time_budget_s", 0.0),
             "source": "the interrupted run",
         }
     if args.budget_min <= 0:
@@ -232,9 +236,11 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
     epochs, steps_per_epoch = plan_length(
         left, step_s, cfg.steps_per_epoch, epoch_eval_s, cfg.size_epoch, stretch=args.steps_per_epoch is None
     )
+    capped = epochs == cfg.size_epoch and steps_per_epoch == cfg.steps_per_epoch  # the config's length fits
     plan = {
         "size_epoch": epochs,
         "steps_per_epoch": steps_per_epoch,
+        "time_budget_s": 0.0 if capped else max(1.0, TIME_BUDGET_SHARE * left),  # spent: stop when it can
         "source": f"{args.budget_min:g}-minute budget",
         "max_epochs": cfg.size_epoch,
         "steps": epochs * steps_per_epoch,
@@ -382,15 +388,26 @@ def plot_curves(run_dir: Path, path: Path) -> None:
     tmp.replace(path)
 
 
+def trained_length(run_dir: Path) -> tuple[int, int] | None:
+    """(epochs, optimizer steps) the run trained, from its last evaluation record; None without one."""
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        return None
+    evals = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("kind") == "eval"]
+    return (evals[-1]["epoch"], evals[-1]["step"]) if evals else None
+
+
 def describe_length(plan: dict[str, Any], run_dir: Path) -> str:
     """One line on how long the run trained and why."""
     args = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").is_file() else {}
-    epochs, steps = args.get("size_epoch"), args.get("steps_per_epoch")
-    line = f"{epochs} epochs × {steps} steps" if epochs and steps else "the config's length"
+    epochs, steps = trained_length(run_dir) or (args.get("size_epoch"), args.get("steps_per_epoch"))
+    line = f"{epochs} epochs, {steps} steps" if epochs and steps else "the config's length"
     if "step_s" in plan:
         line += (
-            f": what fits the {plan['source']} here (at most {plan['max_epochs']} epochs; measured "
-            f"{1000 * plan['step_s']:.0f} ms per step, {plan['eval_s']:.0f} s per validation pass)"
+            f": what fits the {plan['source']} here (at most {plan['max_epochs']} epochs; planned "
+            f"{plan['size_epoch']} × {plan['steps_per_epoch']} steps at a measured "
+            f"{1000 * plan['step_s']:.0f} ms per step and {plan['eval_s']:.0f} s per validation pass, "
+            f"re-fitted by the run to its own pace)"
         )
     else:
         line += f" (set by {plan['source']})"
@@ -487,7 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = fit_epochs(args, data, out, init, started)
     args.size_epoch = plan["size_epoch"]
     args.steps_per_epoch = plan.get("steps_per_epoch") or args.steps_per_epoch
+    args.time_budget_s = plan.get("time_budget_s")  # the run re-fits its epochs to it as it measures its pace
     metrics = train_all_tasks(args, data, out, init)
+    trained = trained_length(out / "run")
+    if trained:
+        plan = {**plan, "trained_epochs": trained[0], "trained_steps": trained[1]}
     print("[6/6] report", flush=True)
     chance = chance_levels(data)
     rows = table_rows(metrics, chance)
