@@ -400,8 +400,10 @@ def trained_length(run_dir: Path) -> tuple[int, int] | None:
 def describe_length(plan: dict[str, Any], run_dir: Path) -> str:
     """One line on how long the run trained and why."""
     args = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").is_file() else {}
-    epochs, steps = trained_length(run_dir) or (args.get("size_epoch"), args.get("steps_per_epoch"))
-    line = f"{epochs} epochs, {steps} steps" if epochs and steps else "the config's length"
+    epochs, steps = args.get("size_epoch"), args.get("steps_per_epoch")
+    line = f"{epochs} epochs × {steps} steps" if epochs and steps else "the config's length"
+    if "trained_steps" in plan:  # what the run trained (main() adds it)
+        line = f"{plan['trained_epochs']} epochs, {plan['trained_steps']} steps"
     if "step_s" in plan:
         line += (
             f": what fits the {plan['source']} here (at most {plan['max_epochs']} epochs; planned "

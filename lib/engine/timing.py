@@ -63,9 +63,9 @@ def mean_step_seconds(seconds: dict[str, float], streams: Sequence[TrainStream],
     over the run: a stream that starts late (``task_start``) counts only for the steps after its start."""
     schedule = StreamSchedule(list(streams), cfg.seed, 1, 0, cfg.task_sampling, 1, 1)
     starts = sorted({0.0, *(s.start for s in streams)})
+    costs = np.array([seconds[s.name] for s in streams])
     mean = 0.0
     for begin, end in zip(starts, [*starts[1:], 1.0]):
         weights = np.array([w if s.start <= begin else 0.0 for w, s in zip(schedule.weights, streams)])
-        costs = np.array([seconds[s.name] for s in streams])
         mean += (end - begin) * float((weights * costs).sum() / weights.sum())
     return mean

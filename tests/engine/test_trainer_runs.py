@@ -163,7 +163,7 @@ def test_a_time_budget_lengthens_a_run_and_its_lr_decay_follows(tmp_path):
     total = 6 * epochs
     train = run.records("train")
     assert train[-1]["step"] == total
-    # warm-up of 1 step (5 % of the first plan's 6), then linear to 0 at the fitted end
+    # warm-up of 1 step (warmup_ratio 0.1 of the first plan's 6), then linear to 0 at the fitted end
     assert train[-1]["lr"] == pytest.approx(1e-2 * 1 / (total - 1))
 
 
