@@ -37,12 +37,16 @@ from lib.data.synthetic import make_demo_dataset
 from lib.engine.checkpointing import list_checkpoints
 
 CONFIG = Path("_args/args_demo_multi-task.json")
-# --quick: the shortened demo CI runs as a learning test (tests/test_demo.py), ~4 min on a 2-core AMD EPYC in
-# fp32 (3 epochs, so that the one-sequence MC stream's task_start applies); 32-px frames (2x2 Swin tokens per
-# frame) make its steps ~3x cheaper than the demo's 64 px
-QUICK = {
-    "n_train": 240, "n_val": 10, "n_test": 60, "size_epoch": 3, "steps_per_epoch": 200, "swin_steps": 300,
-}  # fmt: skip
+# --quick: the shortened demo CI runs as a learning test (tests/test_demo.py): 240 train videos, 32-px frames
+# (2x2 Swin tokens per frame: steps ~3x cheaper than the demo's 64 px). Its length is what ~4-5 minutes buy on
+# a 2-core CPU: 4 epochs x 300 steps with bf16 autocast (the demo's `precision auto` where the CPU has native
+# bf16), 3 x 200 in fp32 (~1.6x slower per step at this size). One-sequence MC needs the longer run: it moves
+# only once retrieval has grounded the captions (0.35-0.40 after 600-800 steps, 0.67 after 1,200).
+QUICK = {"n_train": 240, "n_val": 10, "n_test": 60, "swin_steps": 300}
+QUICK_LENGTH = {
+    "autocast": {"size_epoch": 4, "steps_per_epoch": 300},
+    "fp32": {"size_epoch": 3, "steps_per_epoch": 200},
+}
 QUICK_OVERRIDES = ["--size_img", "32"]
 # (task name in the config, metric, label, target) — what the table shows, in order
 ROWS = (
@@ -84,17 +88,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="steps of the Video Swin's attribute pretraining on the train videos (0: start it random)",
     )
     p.add_argument("--pretrain_epochs", type=int, default=0, help="brief MLM + matching pretraining first")
-    quick = f"small and short (CI): {json.dumps(QUICK)} {' '.join(QUICK_OVERRIDES)}"
+    quick = (
+        f"small and short (CI): {json.dumps(QUICK)} {' '.join(QUICK_OVERRIDES)}; {json.dumps(QUICK_LENGTH)}"
+    )
     p.add_argument("--quick", action="store_true", help=quick)
     p.add_argument("--workers", type=int, default=2, help="extraction processes")
     p.add_argument("overrides", nargs="*", help="extra --key value pairs for the multi-task config")
     args = p.parse_args(argv)
     if args.quick:
-        for k, v in QUICK.items():
+        for k, v in {**QUICK, **QUICK_LENGTH[run_precision(args.overrides)]}.items():
             if getattr(args, k) in (None, p.get_default(k)):
                 setattr(args, k, v)
         args.overrides = QUICK_OVERRIDES + list(args.overrides)
     return args
+
+
+def run_precision(overrides: list[str]) -> str:
+    """What the multi-task run will compute in (its --precision, else the config's): "autocast" (bf16, or
+    fp16 on a GPU without bf16) or "fp32"."""
+    from lib.engine.distributed import select_device
+    from lib.engine.trainer import resolve_precision
+
+    name = json.loads(CONFIG.read_text())["precision"]
+    for flag, value in zip(overrides, [*overrides[1:], ""]):
+        if flag == "--precision" or flag.startswith("--precision="):
+            name = value if flag == "--precision" else flag.split("=", 1)[1]
+    return "autocast" if resolve_precision(name, select_device(0)) is not None else "fp32"
 
 
 # ------------------------------------------------------------------------------------------------ steps
