@@ -32,9 +32,10 @@ import pybase64
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from loader import add_tsv_option, tsv_missing  # noqa: E402  (bench/, this script's folder)
+
 from lib.data.tsv import TSVFile, frame_columns  # noqa: E402
 
-DEFAULT_TSV = REPO.parent / "shared" / "data" / "msrvtt-sample" / "msrvtt.tsv"
 CROP_WIDTH = 240
 
 HELPER = r"""
@@ -86,12 +87,11 @@ def build_helper(folder: Path) -> ctypes.CDLL:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tsv", type=Path, default=DEFAULT_TSV, help="frame TSV (default: the shared sample)")
+    add_tsv_option(p)
     p.add_argument("--rounds", type=int, default=5, help="paired measurement rounds")
     p.add_argument("--repeats", type=int, default=20, help="passes over all frames per path per round")
     args = p.parse_args(argv)
-    if not args.tsv.is_file():
-        print(f"error: {args.tsv} not found (pass --tsv)", file=sys.stderr)
+    if tsv_missing(args.tsv):
         return 2
     if shutil.which("gcc") is None or not Path("/usr/include/jpeglib.h").is_file():
         print(

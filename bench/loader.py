@@ -64,6 +64,20 @@ def machine_line() -> str:
     )
 
 
+def add_tsv_option(parser: argparse.ArgumentParser) -> None:
+    """--tsv: the frame TSV a loader benchmark reads (default: the shared MSR-VTT sample)."""
+    parser.add_argument(
+        "--tsv", type=Path, default=DEFAULT_TSV, help="frame TSV (default: the shared MSR-VTT sample)"
+    )
+
+
+def tsv_missing(path: Path) -> bool:
+    """True, after saying so on stderr, when the frame TSV is not there."""
+    if not path.is_file():
+        print(f"error: {path} not found (pass --tsv)", file=sys.stderr)
+    return not path.is_file()
+
+
 def timed(fn: Callable[[int], object], n: int) -> tuple[float, float]:
     """(CPU seconds, wall seconds) for fn(0..n-1)."""
     cpu, wall = time.thread_time(), time.perf_counter()
@@ -76,15 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--tsv", type=Path, default=DEFAULT_TSV, help="frame TSV (default: the shared sample)"
-    )
+    add_tsv_option(parser)
     parser.add_argument("--rounds", type=int, default=7, help="alternating measurement rounds")
     parser.add_argument("--clips", type=int, default=200, help="clips per path per round")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads (DataLoader: 1)")
     args = parser.parse_args(argv)
-    if not args.tsv.is_file():
-        print(f"error: {args.tsv} not found (pass --tsv)", file=sys.stderr)
+    if tsv_missing(args.tsv):
         return 2
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
