@@ -104,16 +104,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_precision(overrides: list[str]) -> str:
-    """What the multi-task run will compute in (its --precision, else the config's): "autocast" (bf16, or
-    fp16 on a GPU without bf16) or "fp32"."""
+    """What the multi-task run will compute in (the config with ``overrides``): "autocast" (bf16, or fp16 on a
+    GPU without bf16) or "fp32"."""
+    from lib.engine.config import load_config
     from lib.engine.distributed import select_device
     from lib.engine.trainer import resolve_precision
 
-    name = json.loads(CONFIG.read_text())["precision"]
-    for flag, value in zip(overrides, [*overrides[1:], ""]):
-        if flag == "--precision" or flag.startswith("--precision="):
-            name = value if flag == "--precision" else flag.split("=", 1)[1]
-    return "autocast" if resolve_precision(name, select_device(0)) is not None else "fp32"
+    precision = load_config(["--config", str(CONFIG), *overrides]).precision
+    return "autocast" if resolve_precision(precision, select_device(0)) is not None else "fp32"
 
 
 # ------------------------------------------------------------------------------------------------ steps
