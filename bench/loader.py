@@ -73,9 +73,10 @@ def add_tsv_option(parser: argparse.ArgumentParser) -> None:
 
 def tsv_missing(path: Path) -> bool:
     """True, after saying so on stderr, when the frame TSV is not there."""
-    if not path.is_file():
+    missing = not path.is_file()
+    if missing:
         print(f"error: {path} not found (pass --tsv)", file=sys.stderr)
-    return not path.is_file()
+    return missing
 
 
 def timed(fn: Callable[[int], object], n: int) -> tuple[float, float]:
