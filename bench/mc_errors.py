@@ -11,7 +11,6 @@ wrong, which option positions were chosen, and how often the chosen caption shar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,27 +19,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lib.api import Lavender  # noqa: E402
-from lib.data.frames import decode_jpeg  # noqa: E402
+from lib.data.annotations import load_annotations  # noqa: E402
+from lib.data.synthetic import PLURALS  # noqa: E402
 from lib.data.tsv import TSVFile, frame_columns  # noqa: E402
 
-N_OPTIONS = 5
-# demo captions read "<count> <size> <colour> <shape>s <direction…>" (lib.data.synthetic)
-PARTS = ("count", "size", "colour", "shape")
-
-
-def singular(noun: str) -> str:
-    if noun.endswith("sses"):
-        return noun[:-2]
-    return noun[:-1] if noun.endswith("s") and not noun.endswith("ss") else noun
+# demo captions read "<count> <size> <colour> <shape(s)> <verb> <direction>" (lib.data.synthetic)
+PARTS = ("count", "size", "colour", "shape", "direction")
+SINGULAR = {plural: shape for shape, plural in PLURALS.items()}
 
 
 def attributes(caption: str) -> dict[str, str]:
-    """The attribute words of a demo caption (the shape without its plural ending)."""
+    """The attribute words of a demo caption (the shape in the singular)."""
     words = caption.split()
-    parts = dict(zip(PARTS, words[:4]))
-    parts["shape"] = singular(parts.get("shape", ""))
-    parts["direction"] = words[-1]
-    return parts
+    count, size, colour, shape = words[:4]
+    return dict(zip(PARTS, (count, size, colour, SINGULAR.get(shape, shape), words[-1])))
 
 
 def main() -> int:
@@ -50,24 +42,29 @@ def main() -> int:
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
     model = Lavender.from_pretrained(args.run / "model")
-    questions = json.loads((args.data / "txt_demo-mc.json").read_text())[args.split]
+    questions = load_annotations(args.data / "txt_demo-mc.json", "qa_choice", splits=[args.split])[args.split]
     tsv = TSVFile(args.data / "img_demo.tsv")
+    videos = [frame_columns(tsv.row(tsv.index_of(q.video))) for q in questions]
+    results = model.answer(
+        videos,
+        [q.question for q in questions],
+        [list(q.options) for q in questions],
+        task="demo-mc",
+        with_scores=True,
+    )
     wrong, chosen_at, same = 0, Counter(), Counter()
-    for q in questions:
-        frames = [decode_jpeg(b) for b in frame_columns(tsv.row(tsv.index_of(q["video"])))]
-        options = [q[f"option_{k}"] for k in range(N_OPTIONS)]
-        result = model.answer(frames, q["question"], options, task="demo-mc", with_scores=True)
-        if result["index"] == q["answer"]:
+    for q, result in zip(questions, results):
+        if result["index"] == q.answer:
             continue
         wrong += 1
         chosen_at[result["index"]] += 1
-        right, picked = attributes(options[q["answer"]]), attributes(options[result["index"]])
-        same.update(k for k in right if right[k] == picked.get(k))
+        right, picked = attributes(q.options[q.answer]), attributes(q.options[result["index"]])
+        same.update(k for k in PARTS if right[k] == picked[k])
         scores = " ".join(f"{float(s):.2f}" for s in result["scores"])
-        print(f"{q['video']}: right “{options[q['answer']]}”, chose “{options[result['index']]}” [{scores}]")
+        print(f"{q.video}: right “{q.options[q.answer]}”, chose “{q.options[result['index']]}” [{scores}]")
     print(f"\n{wrong} of {len(questions)} wrong; chosen option positions {dict(sorted(chosen_at.items()))}")
     if wrong:
-        shared = ", ".join(f"{k} {same[k]}/{wrong}" for k in (*PARTS, "direction"))
+        shared = ", ".join(f"{k} {same[k]}/{wrong}" for k in PARTS)
         print(f"the chosen caption shares with the right one: {shared}")
     return 0
 
