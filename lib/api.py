@@ -78,6 +78,7 @@ from lib.tasks.model_io import (
     task_entry,
     write_checkpoint,
 )
+from lib.tasks.qa_choice import sequence_option_scores
 from lib.tasks.qa_open import TOP_K, masked_logits
 
 VideoInput = Any
@@ -614,11 +615,15 @@ class Lavender:
             questions, opts = [rows[r][1] for r in chunk], [options[r] for r in chunk]
             ratio = entry.get("tf_score") == "ratio"
             if style == "sequence":
-                layout = layouts.multiple_choice(self.tok, questions, opts, entry["size_txt"])
-                digits = masked_logits(self.model, feat, mask, layout)[:, 0][
-                    :, layouts.choice_ids(self.tok, n)
-                ]
-                scores = digits / digits.sum(-1, keepdim=True) if ratio else digits.softmax(-1)
+                scores = sequence_option_scores(
+                    lambda layout: masked_logits(self.model, feat, mask, layout)[:, 0],
+                    self.tok,
+                    questions,
+                    opts,
+                    entry["size_txt"],
+                    min(entry.get("shifts", 1), n),
+                    ratio,
+                )
                 best = scores.argmax(-1)
             else:
                 layout = layouts.retrieval_mc(self.tok, questions, opts, entry["size_txt"])

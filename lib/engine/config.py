@@ -101,6 +101,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("qa_layout", str, "auto", "open-ended QA input layout", ("auto", "open", "fill_blank")),
     Key("mc_style", str, "auto", "multiple choice: one sequence with all options, or one per option",
         ("auto", "sequence", "retrieval")),
+    Key("mc_shifts", int, 1, "one-sequence multiple choice at evaluation: average the option probabilities "
+        "over this many cyclic shifts of the option order (1 = the reference's single order; size_option = "
+        "every option once at every position)", tuple(range(1, 11))),
     # ---- model
     Key("vis_backbone", str, "vidswin", "visual backbone", ("vidswin",)),
     Key("vis_backbone_size", str, "base", "Video Swin size", ("tiny", "small", "base", "large", "custom")),

@@ -307,6 +307,7 @@ def task_entry(cfg: Config, task: Task | None = None) -> tuple[str, dict[str, An
     elif kind == "qa_choice":
         style = getattr(task, "style", cfg.mc_style)
         entry.update(style=style, n_options=cfg.size_option, tf_score=cfg.tf_score, size_test=cfg.size_test)
+        entry.update(shifts=cfg.mc_shifts)  # one-sequence style only
     else:
         entry.update(max_gen_length=cfg.max_gen_length, beam_size=cfg.beam_size, length_penalty=1.0)
     return kind, entry
@@ -508,6 +509,11 @@ def protocol(kind: str, entry: Mapping[str, Any]) -> str:
     if kind == "qa_choice":
         how = (
             "arg-max of the option digits at the [MASK] of one sequence holding every option"
+            + (
+                f", their probabilities averaged over {entry['shifts']} cyclic shifts of the option order"
+                if entry.get("shifts", 1) > 1
+                else ""
+            )
             if entry.get("style") == "sequence"
             else f"arg-max over options of the true/false score, {tf}"
         )

@@ -4,8 +4,10 @@
 
 * "sequence" (TGIF-Action/Transition): question and every option in ONE sequence
   (:func:`lib.model.layouts.multiple_choice`), the correct option's digit at the [MASK]. Training:
-  cross-entropy over the full vocabulary. Evaluation: arg-max of the logits restricted to the digits
-  "0".."O-1" (``tf_score: ratio`` divides them by their sum first, as the reference did).
+  cross-entropy over the full vocabulary. Evaluation: arg-max of the softmax over the digits "0".."O-1"
+  (``tf_score: ratio`` divides the logits by their sum instead, as the reference did); with ``mc_shifts``
+  > 1 averaged over that many cyclic shifts of the option order (:func:`sequence_option_scores`), which
+  cancels a model's preference for a position (e.g. the option nearest the [MASK]).
 * "retrieval" (MSRVTT-MC, LSMDC-MC): every option is its own ``question option [MASK]`` sequence
   (:func:`layouts.retrieval_mc`), "true"/"false" at its [MASK]. Training: cross-entropy over the full
   vocabulary at each option's [MASK]. Evaluation: arg-max over options of p(true) (the 2-way softmax,
@@ -20,6 +22,7 @@ evaluated on exactly one rank.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,6 +34,38 @@ from lib.metrics.qa import mc_accuracy
 from lib.model import layouts
 from lib.tasks.common import AnnotatedTask
 from lib.tasks.qa_open import masked_labels, masked_logits
+
+
+def shift_offsets(n_options: int, shifts: int) -> list[int]:
+    """``shifts`` cyclic offsets spread evenly over ``n_options`` positions (0 first)."""
+    if not 1 <= shifts <= n_options:
+        raise ValueError(f"mc_shifts={shifts}: choose 1..{n_options} (the number of options, size_option)")
+    return [i * n_options // shifts for i in range(shifts)]
+
+
+def sequence_option_scores(
+    logits_at_mask: Callable[[layouts.Layout], torch.Tensor],
+    tok,
+    questions: Sequence[str],
+    options: Sequence[Sequence[str]],
+    size_txt: int,
+    shifts: int = 1,
+    ratio: bool = False,
+) -> torch.Tensor:
+    """(B, O) option scores of one-sequence multiple choice: the softmax over the option digits at the
+    [MASK] (``ratio``: the reference's logits divided by their sum), averaged over ``shifts`` cyclic shifts
+    of the option order. Shift s shows option (j + s) mod O at position j; its scores are mapped back to
+    the given order. ``logits_at_mask(layout)`` returns the (B, V) logits at each row's [MASK]."""
+    n = len(options[0]) if options else 0
+    digits = layouts.choice_ids(tok, n)
+    total = torch.zeros(len(questions), n)
+    offsets = shift_offsets(n, shifts)
+    for s in offsets:
+        shown = [[opts[(j + s) % n] for j in range(n)] for opts in options]
+        logits = logits_at_mask(layouts.multiple_choice(tok, questions, shown, size_txt))[:, digits].float()
+        scores = logits / logits.sum(-1, keepdim=True) if ratio else logits.softmax(-1)
+        total += scores.cpu()[:, [(k - s) % n for k in range(n)]]
+    return total / len(offsets)
 
 
 class ChoiceTask(AnnotatedTask):
@@ -47,6 +82,8 @@ class ChoiceTask(AnnotatedTask):
         self.style = style
         self.tf_score = cfg.tf_score
         self.n_options = cfg.size_option
+        self.shifts = cfg.mc_shifts if style == "sequence" else 1
+        shift_offsets(self.n_options, self.shifts)  # a clear error now, not at the first evaluation
         self.digit_ids = layouts.choice_ids(tokenizer, self.n_options)
         self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
 
@@ -112,6 +149,17 @@ class ChoiceTask(AnnotatedTask):
     def predict_batch(
         self, model, feat: torch.Tensor, mask: torch.Tensor, records: list, rows: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
+        if self.style == "sequence":
+            scores = sequence_option_scores(
+                lambda layout: self.option_logits(model, feat, mask, layout, rows),
+                self.tok,
+                [r.question for r in records],
+                [list(r.options) for r in records],
+                self.cfg.size_txt,
+                self.shifts,
+                self.tf_score == "ratio",
+            )
+            return list(scores)
         logits = self.option_logits(model, feat, mask, self.layout(records), rows)
         return list(self.option_scores(logits).cpu())
 

@@ -22,7 +22,7 @@ from lib.tasks.run import build_tasks
 DATASETS = [
     {"type": "retrieval", "task": "demo-retrieval"},
     {"type": "qaoe", "task": "demo-qa"},
-    {"type": "qamc", "task": "demo-mc", "mc_style": "sequence", "size_txt": 60},
+    {"type": "qamc", "task": "demo-mc", "mc_style": "sequence", "size_txt": 60, "mc_shifts": 3},
     {"type": "qamc", "task": "demo-retmc", "mc_style": "retrieval"},
     {"type": "captioning", "task": "demo-captioning", "max_gen_length": 4},
 ]

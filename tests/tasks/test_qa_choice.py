@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -87,7 +88,42 @@ def test_option_scores_match_scoring_each_option_alone(model_and_tasks, tokenize
             tokenizer, [r.question for r in records], [list(r.options) for r in records], 64
         )
         logits = model(clips, layout.ids, layout.mask)[torch.arange(3), layout.mask_pos]
-        assert torch.allclose(scores, logits[:, layouts.choice_ids(tokenizer, 5)], atol=1e-4)
+        assert torch.allclose(scores, logits[:, layouts.choice_ids(tokenizer, 5)].softmax(-1), atol=1e-4)
+
+
+def test_option_order_shifts_average_every_position(tiny_args, tokenizer):
+    """mc_shifts=5 averages the digit softmax over the five cyclic orders (checked against the model run
+    on each order by hand), so rotating the given options only rotates the scores; mc_shifts=1 does not
+    have that invariance on an untrained model, and a shift count above size_option is a clear error."""
+    torch.manual_seed(0)
+    cfg = mc_config(tiny_args, "demo-mc", *SEQUENCE_TXT)
+    single, shifted = ChoiceTask(cfg, tokenizer), ChoiceTask(cfg.override({"mc_shifts": 5}), tokenizer)
+    model = build_model(cfg, tokenizer).eval()
+    digits = layouts.choice_ids(tokenizer, 5)
+    with torch.no_grad():
+        records, clips = eval_clips(shifted, 3)
+        feat, mask = model.encode_video(clips)
+        scores = torch.stack(shifted.predict_batch(model, feat, mask, records))
+        by_hand = torch.zeros(3, 5)
+        for s in range(5):
+            shown = [[r.options[(j + s) % 5] for j in range(5)] for r in records]
+            layout = layouts.multiple_choice(tokenizer, [r.question for r in records], shown, 64)
+            probs = model(clips, layout.ids, layout.mask)[torch.arange(3), layout.mask_pos][
+                :, digits
+            ].softmax(-1)
+            for j in range(5):
+                by_hand[:, (j + s) % 5] += probs[:, j] / 5
+        assert torch.allclose(scores, by_hand, atol=1e-4)
+        assert torch.allclose(scores.sum(-1), torch.ones(3), atol=1e-5)
+
+        rotated = [replace(r, options=(*r.options[2:], *r.options[:2])) for r in records]
+        again = torch.stack(shifted.predict_batch(model, feat, mask, rotated))
+        assert torch.allclose(again, scores.roll(-2, dims=1), atol=1e-4)
+        plain = torch.stack(single.predict_batch(model, feat, mask, records))
+        plain_rotated = torch.stack(single.predict_batch(model, feat, mask, rotated))
+        assert not torch.allclose(plain_rotated, plain.roll(-2, dims=1), atol=1e-3)
+    with pytest.raises(ValueError, match="mc_shifts=6: choose 1..5"):
+        ChoiceTask(cfg.override({"mc_shifts": 6}), tokenizer)
 
 
 def test_training_lowers_the_loss_in_both_styles(model_and_tasks):
