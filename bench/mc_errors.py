@@ -5,7 +5,10 @@ each wrong one, the right option, the chosen one and the option probabilities; t
 wrong, which option positions were chosen, and how often the chosen caption shares each attribute word
 (count, size, colour, shape, direction) with the right one.
 
-    .venv/bin/python bench/mc_errors.py --run _snapshot/demo/run --data _datasets/demo
+    .venv/bin/python bench/mc_errors.py --run _snapshot/demo/run --data _datasets/demo [--shifts 5]
+
+``--shifts N`` re-scores with N cyclic shifts of the option order (``mc_shifts``; default: the checkpoint's),
+e.g. to compare a checkpoint trained before ``mc_shifts`` existed with and without them.
 """
 
 from __future__ import annotations
@@ -40,8 +43,12 @@ def main() -> int:
     parser.add_argument("--run", type=Path, required=True, help="a demo run folder (holds model/)")
     parser.add_argument("--data", type=Path, required=True, help="its dataset folder")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--shifts", type=int, default=None, help="cyclic shifts of the option order")
     args = parser.parse_args()
     model = Lavender.from_pretrained(args.run / "model")
+    entry = next(e for e in model.settings["tasks"]["qa_choice"] if e["name"] == "demo-mc")
+    if args.shifts is not None:
+        entry["shifts"] = args.shifts
     questions = load_annotations(args.data / "txt_demo-mc.json", "qa_choice", splits=[args.split])[args.split]
     tsv = TSVFile(args.data / "img_demo.tsv")
     videos = [frame_columns(tsv.row(tsv.index_of(q.video))) for q in questions]
@@ -62,7 +69,9 @@ def main() -> int:
         same.update(k for k in PARTS if right[k] == picked[k])
         scores = " ".join(f"{float(s):.2f}" for s in result["scores"])
         print(f"{q.video}: right “{q.options[q.answer]}”, chose “{q.options[result['index']]}” [{scores}]")
-    print(f"\n{wrong} of {len(questions)} wrong; chosen option positions {dict(sorted(chosen_at.items()))}")
+    accuracy = 1 - wrong / len(questions)
+    print(f"\naccuracy {accuracy:.3f} with {entry.get('shifts', 1)} shift(s) of the option order")
+    print(f"{wrong} of {len(questions)} wrong; chosen option positions {dict(sorted(chosen_at.items()))}")
     if wrong:
         shared = ", ".join(f"{k} {same[k]}/{wrong}" for k in PARTS)
         print(f"the chosen caption shares with the right one: {shared}")
