@@ -38,16 +38,17 @@ from lib.engine.checkpointing import list_checkpoints
 
 CONFIG = Path("_args/args_demo_multi-task.json")
 # --quick: the shortened demo CI runs as a learning test (tests/test_demo.py): 240 train videos, 32-px frames
-# (2x2 Swin tokens per frame: steps ~3x cheaper than the demo's 64 px). Its length is what ~7-8 minutes buy on
-# a 2-core CPU: 4 epochs x 300 steps with bf16 autocast (the demo's `precision auto` where the CPU has native
-# bf16), 3 x 200 in fp32 (~1.6x slower per step at this size). One-sequence MC needs the longer run: it moves
-# only once retrieval has grounded the captions (0.35-0.43 after 600-800 steps, 0.50-0.73 after 1,200).
+# (2x2 Swin tokens per frame: steps ~3x cheaper than the demo's 64 px) and 3 fusion layers, not 4 (with 4 the
+# test took 8.2 min and the whole CI 14.95 of its 15). Its length is what ~6 minutes buy on a 2-core CPU:
+# 4 epochs x 300 steps with bf16 autocast (the demo's `precision auto` where the CPU has native bf16), 3 x 200
+# in fp32 (~1.6x slower per step at this size). One-sequence MC needs the longer run: it moves only once
+# retrieval has grounded the captions (0.35-0.43 after 600-800 steps, 0.50-0.73 after 1,200).
 QUICK = {"n_train": 240, "n_val": 10, "n_test": 60, "swin_steps": 300}
 QUICK_LENGTH = {
     "autocast": {"size_epoch": 4, "steps_per_epoch": 300},
     "fp32": {"size_epoch": 3, "steps_per_epoch": 200},
 }
-QUICK_OVERRIDES = ["--size_img", "32"]
+QUICK_OVERRIDES = ["--size_img", "32", "--fusion_layers", "3"]
 # (task name in the config, metric, label, target) — what the table shows, in order
 ROWS = (
     ("retrieval_demo-retrieval", "t2v_R1", "retrieval text→video R@1", 0.30),
