@@ -43,6 +43,13 @@ def shift_offsets(n_options: int, shifts: int) -> list[int]:
     return [i * n_options // shifts for i in range(shifts)]
 
 
+def digit_scores(digits: torch.Tensor, ratio: bool = False) -> torch.Tensor:
+    """Option scores from the (B, O) logits of the option digits: their softmax, or with ``ratio`` the
+    reference's logits divided by their sum."""
+    digits = digits.float()
+    return digits / digits.sum(-1, keepdim=True) if ratio else digits.softmax(-1)
+
+
 def sequence_option_scores(
     logits_at_mask: Callable[[layouts.Layout], torch.Tensor],
     tok,
@@ -62,9 +69,8 @@ def sequence_option_scores(
     offsets = shift_offsets(n, shifts)
     for s in offsets:
         shown = [[opts[(j + s) % n] for j in range(n)] for opts in options]
-        logits = logits_at_mask(layouts.multiple_choice(tok, questions, shown, size_txt))[:, digits].float()
-        scores = logits / logits.sum(-1, keepdim=True) if ratio else logits.softmax(-1)
-        total += scores.cpu()[:, [(k - s) % n for k in range(n)]]
+        logits = logits_at_mask(layouts.multiple_choice(tok, questions, shown, size_txt))[:, digits]
+        total += digit_scores(logits, ratio).cpu()[:, [(k - s) % n for k in range(n)]]
     return total / len(offsets)
 
 
@@ -115,8 +121,7 @@ class ChoiceTask(AnnotatedTask):
     def option_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, O) score of every option from the (rows, V) logits."""
         if self.style == "sequence":
-            digits = logits[:, self.digit_ids]
-            return digits / digits.sum(dim=-1, keepdim=True) if self.tf_score == "ratio" else digits
+            return digit_scores(logits[:, self.digit_ids], self.tf_score == "ratio")
         score = layouts.true_false_ranker(self.tf_score)
         return score(logits, self.true_id, self.false_id).view(-1, self.n_options)
 
