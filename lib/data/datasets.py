@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from lib.data.frames import ClipTransform, load_clip
+from lib.data.frames import ClipTransform, load_clip, resize_clip
 from lib.data.tsv import MultiTSV, TSVFile, frame_columns, load_id2lineidx
 
 
@@ -125,14 +125,20 @@ class ClipDataset(Dataset):
         if self.slots is not None:
             video_id, rows = self.slots[i]
             clip = self.store.clip(video_id, self.size_frame, self.transform)
-            return {"index": i, "id": video_id, "video": clip, "records": [self.records[r] for r in rows]}
+            records = [self.records[r] for r in rows]
+            return {"index": i, "id": video_id, "video": clip, "records": records, **self._resize_to}
         if self.videos is not None:
             video_id, record = self.videos[i], None
         else:
             record = self.records[i]
             video_id = record.video
         clip = self.store.clip(video_id, self.size_frame, self.transform)
-        return {"index": i, "id": video_id, "video": clip, "record": record}
+        return {"index": i, "id": video_id, "video": clip, "record": record, **self._resize_to}
+
+    @property
+    def _resize_to(self) -> dict[str, int]:
+        """``{"resize_to": size_img}`` when clips come at the stored resolution (``defer_resize``)."""
+        return {"resize_to": self.transform.size_img} if self.transform.defer_resize else {}
 
 
 def item_rows(items: Sequence[dict[str, Any]]) -> tuple[list[Any], torch.Tensor]:
@@ -147,8 +153,14 @@ def item_rows(items: Sequence[dict[str, Any]]) -> tuple[list[Any], torch.Tensor]
 
 
 def stack_clips(items: Sequence[dict[str, Any]]) -> torch.Tensor:
-    """(B, T, 3, H, W) from items of :class:`ClipDataset` (clips of one batch must share T and size)."""
+    """(B, T, 3, H, W) from items of :class:`ClipDataset` (clips of one batch must share T and size).
+
+    Clips left at their stored resolution (items with ``resize_to``, from ``defer_resize``) are stacked as
+    they are when they share a size (the model resizes the batch on its device); when their sizes differ,
+    each is resized to ``resize_to`` here."""
     clips = [item["video"] for item in items]
+    if len({tuple(c.shape) for c in clips}) != 1 and all("resize_to" in item for item in items):
+        clips = [resize_clip(c, item["resize_to"]) for c, item in zip(clips, items)]
     shapes = {tuple(c.shape) for c in clips}
     if len(shapes) != 1:
         ids = [item["id"] for item in items]

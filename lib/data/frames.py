@@ -22,6 +22,15 @@ of the stored frame first, rounded to whole source pixels, and resize only that 
 pixels to resize, no copy): the sampling grid moves by at most half a source pixel, which a crop drawn at a
 random position makes irrelevant. Center (eval) crops resize first and keep torchvision's exact grid, so
 evaluating a reference checkpoint sees the pixels it was evaluated on.
+
+Resizing on the device (``ClipTransform(defer_resize=True)``, train random crops only): the loader returns
+the crop's region of the stored frames at their own resolution (the short side whole; 240 x 241 for a
+320 x 240 frame and 224 px crops) and the model resizes the batch to ``size_img`` where it runs
+(:func:`resize_frames`, the same bilinear / antialiased choice): on a GPU that takes the last per-pixel
+CPU pass off the DataLoader workers. The region is centred on the exact crop, so its edges lie within
+about 3/4 of a source pixel of it. Clips of one batch whose stored sizes differ are resized to
+``size_img`` in the worker when stacked (:func:`lib.data.datasets.stack_clips`), so the model always gets
+one size per batch.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import cv2
 import numpy as np
 import pybase64
 import torch
+import torch.nn.functional as F
 
 from lib.data.tsv import write_bytes_atomic
 
@@ -180,6 +190,44 @@ def _source_crop(frame: np.ndarray, size: int, position: float) -> np.ndarray:
     return frame[:, start:end] if w >= h else frame[start:end]
 
 
+def _source_region(frame: np.ndarray, size: int, position: float) -> np.ndarray:
+    """The part of ``frame`` that :func:`_source_crop` approximates, with a size that depends only on the
+    frame's size (so that clips of equally sized videos stack): the short side whole, the long side
+    ``round(size * long / resized_long)`` pixels around the exact crop's centre (a view)."""
+    h, w = frame.shape[:2]
+    short, long = min(h, w), max(h, w)
+    resized_long = int(size * long / short)
+    offset = _crop_offset(resized_long - size, position)
+    scale = long / resized_long
+    extent = min(long, round(size * scale))
+    start = min(max(round((offset + size / 2) * scale - extent / 2), 0), long - extent)  # centred
+    return frame[:, start : start + extent] if w >= h else frame[start : start + extent]
+
+
+def resize_clip(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """A uint8 clip (T, 3, H, W) → (T, 3, size, size) with the loader's resize (OpenCV, in this process)."""
+    if tuple(clip.shape[-2:]) == (size, size):
+        return clip
+    frames = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3); channels-last memory for the loader's clips
+    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for k, frame in enumerate(frames):
+        _resize_into(np.ascontiguousarray(frame), out[k])
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def resize_frames(video: torch.Tensor, size: int) -> torch.Tensor:
+    """Frames (..., 3, H, W) of any dtype → float32 (..., 3, size, size), on the tensor's own device.
+
+    Bilinear with half-pixel centres like ``cv2.INTER_LINEAR``; antialiased (torch's area-like filter)
+    when shrinking by ``AREA_MIN_SHRINK`` or more, where the loader would use ``cv2.INTER_AREA``. Values
+    keep their range (uint8 input gives floats in [0, 255])."""
+    h, w = video.shape[-2:]
+    flat = video.reshape(-1, *video.shape[-3:]).float()
+    antialias = min(h, w) >= AREA_MIN_SHRINK * size
+    out = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+    return out.reshape(*video.shape[:-2], size, size)
+
+
 def _pad_to_square(frame: np.ndarray) -> np.ndarray:
     h, w = frame.shape[:2]
     pad = abs(w - h) // 2
@@ -213,6 +261,10 @@ class ClipTransform:
     ``train=True``; the crop position is drawn once per call (clip) from ``rng`` (or the ``random``
     module, which DataLoader seeds per worker). ``per_frame_crop=True`` (``img_rand_crop`` only) draws
     one position per frame instead, as the reference did.
+
+    ``defer_resize=True`` (with ``normalize=False``) leaves random crops at the stored resolution: the clip
+    is the crop's region of the stored frames (its size depends only on theirs), for the model to resize
+    on its device (``LavenderConfig.frame_size``). Center crops and ``pad_resize`` are resized as usual.
     """
 
     def __init__(
@@ -222,6 +274,7 @@ class ClipTransform:
         mode: str = "img_rand_crop",
         per_frame_crop: bool = False,
         normalize: bool = True,
+        defer_resize: bool = False,
     ):
         if mode not in CROP_MODES:
             raise ValueError(f"unknown transform {mode!r}; choose one of {', '.join(CROP_MODES)}")
@@ -229,12 +282,17 @@ class ClipTransform:
             raise ValueError(f"size_img must be >= 1, got {size_img}")
         if per_frame_crop and mode != "img_rand_crop":
             raise ValueError(f"per_frame_crop applies to img_rand_crop only, not {mode!r}")
+        if defer_resize and normalize:
+            raise ValueError(
+                "defer_resize needs normalize=False (the model resizes and normalises uint8 clips)"
+            )
         self.size_img = size_img
         self.train = train
         self.mode = mode
         self.random_crop = train and mode in RANDOM_CROP_MODES
         self.per_frame_crop = per_frame_crop and self.random_crop
         self.normalize = normalize
+        self.defer_resize = defer_resize and self.random_crop
 
     def __call__(self, frames: Sequence[np.ndarray], rng: random.Random | None = None) -> torch.Tensor:
         return self.transform_stream(iter(frames), len(frames), rng)
@@ -248,12 +306,15 @@ class ClipTransform:
             raise ValueError("a clip needs at least one frame")
         rng = rng or random
         size = self.size_img
-        clip = np.empty((n_frames, size, size, 3), dtype=np.uint8)
+        clip: np.ndarray | None = None
         position = rng.random() if self.random_crop else None
         for k in range(n_frames):
             frame = next(frames)
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise ValueError(f"frame {k}: expected an (H, W, 3) uint8 RGB array, got {frame.shape}")
+            if clip is None:
+                shape = _source_region(frame, size, 0.0).shape[:2] if self.defer_resize else (size, size)
+                clip = np.empty((n_frames, *shape, 3), dtype=np.uint8)
             if self.mode == "pad_resize":
                 _resize_into(_pad_to_square(frame), clip[k])
                 continue
@@ -261,13 +322,18 @@ class ClipTransform:
                 position = rng.random()
             if position is None:
                 clip[k] = _crop_square(_resize_short_side(frame, size), size, position)
+            elif self.defer_resize:
+                _resize_into(_source_region(frame, size, position), clip[k])  # a copy unless sizes differ
             else:
                 _resize_into(_source_crop(frame, size, position), clip[k])
+        assert clip is not None
         return normalize_clip(clip) if self.normalize else torch.from_numpy(clip).permute(0, 3, 1, 2)
 
     def __repr__(self) -> str:
-        extra = (", per_frame_crop=True" if self.per_frame_crop else "") + (
-            "" if self.normalize else ", normalize=False"
+        extra = (
+            (", per_frame_crop=True" if self.per_frame_crop else "")
+            + ("" if self.normalize else ", normalize=False")
+            + (", defer_resize=True" if self.defer_resize else "")
         )
         return f"ClipTransform({self.size_img}, train={self.train}, mode={self.mode!r}{extra})"
 

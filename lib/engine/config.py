@@ -66,6 +66,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("max_size_patch", int, 14, "patches per side covered by the spatial position embedding"),
     Key("img_transform", list[str], ["img_rand_crop"],
         "training transform (a bare string is read as [string])", _IMG_TRANSFORMS),
+    Key("resize_on", str, "auto",
+        "where train crops are resized to size_img: worker (the DataLoader), device (the model resizes the "
+        "batch; the workers only crop), auto = device when CUDA is available, else worker",
+        ("auto", "worker", "device")),
     Key("multi_clip_testing", bool, False, "retrieval: average scores over several clips per video"),
     # ---- task-specific values
     Key("size_vocab", int, -1, "open-ended QA answer vocabulary size (-1 = the whole BERT vocabulary)"),

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lib.data.frames import normalize_frames
+from lib.data.frames import normalize_frames, resize_frames
 
 from .video_swin import ATTN_IMPLS, SWIN_SIZES, SwinTransformer3D
 
@@ -61,6 +61,10 @@ class LavenderConfig:
     # Visual token geometry: frames and (H/32)x(W/32) patches supported by emb_len / emb_pos.
     max_size_frame: int = 6
     max_size_patch: int = 14
+    # uint8 frames of another size are resized to this square side on the model's device: train crops the
+    # loader left at the stored resolution (config key resize_on, ClipTransform(defer_resize=True)).
+    # None: frames are used as given.
+    frame_size: int | None = None
     # Text embeddings and the fusion encoder (BERT-base by default; from_pretrained_parts copies a BERT
     # config).
     vocab_size: int = 30522
@@ -228,15 +232,19 @@ class VideoEncoder(nn.Module):
         # VIOLET's frame-order embedding: kept (frozen) so checkpoints load; no LAVENDER task uses it.
         self.emb_odr = nn.Parameter(torch.zeros(1, 1, 1, d), requires_grad=False)
         self.norm = nn.LayerNorm(d)  # torch's default eps, as in the reference
+        self.frame_size = config.frame_size
 
     def forward(
         self, img: torch.Tensor, frame_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """img (B, T, 3, H, W) normalised (or uint8 RGB, normalised here) -> tokens (B, T*(1+h*w), D) and
-        mask (B, T*(1+h*w)) bool."""
+        """img (B, T, 3, H, W) normalised (or uint8 RGB: resized to ``frame_size`` and normalised here) ->
+        tokens (B, T*(1+h*w), D) and mask (B, T*(1+h*w)) bool."""
         if img.ndim != 5:
             raise ValueError(f"expected video (B, T, 3, H, W), got shape {tuple(img.shape)}")
         if img.dtype == torch.uint8:
+            size = self.frame_size
+            if size is not None and tuple(img.shape[-2:]) != (size, size):
+                img = resize_frames(img, size)  # floats in [0, 255]
             img = normalize_frames(img)
         b, t = img.shape[:2]
         if t > self.emb_len.shape[1]:

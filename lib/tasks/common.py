@@ -99,10 +99,18 @@ def open_store(cfg: Config, dataset: str) -> VideoStore:
 
 def clip_transform(cfg: Config, train: bool) -> ClipTransform:
     """The config's spatial transform (the first of ``img_transform``) for training or evaluation; clips stay
-    uint8 (the model normalises them on its device)."""
+    uint8 (the model normalises them on its device), and with ``resize_on`` device random crops stay at the
+    stored resolution (the model resizes them there too)."""
     modes = cfg.img_transform if isinstance(cfg.img_transform, list) else [cfg.img_transform]
     mode = modes[0] if modes else "img_center_crop"
-    return ClipTransform(cfg.size_img, train=train, mode=mode, normalize=False)
+    return ClipTransform(
+        cfg.size_img, train=train, mode=mode, normalize=False, defer_resize=resize_on_device(cfg)
+    )
+
+
+def resize_on_device(cfg: Config) -> bool:
+    """Whether train crops are resized by the model on its device (``resize_on``; auto: with CUDA)."""
+    return cfg.resize_on == "device" or (cfg.resize_on == "auto" and torch.cuda.is_available())
 
 
 def eval_batches(dataset: Dataset, batch_size: int, collate_fn: Callable, n_workers: int = 0) -> Iterator:

@@ -49,7 +49,7 @@ from lib.model.checkpoint import (
     save_model_dir,
 )
 from lib.model.lavender import BertSelfAttention, LavenderConfig, LavenderModel
-from lib.tasks.common import Task, clip_transform, img_tsv_path, resolve_pretrained_dir
+from lib.tasks.common import Task, clip_transform, img_tsv_path, resize_on_device, resolve_pretrained_dir
 from lib.tasks.qa_open import max_answer_pieces
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def model_config(cfg: Config) -> LavenderConfig:
         "swin_drop_path": cfg.vis_drop_path,
         "swin_stem_convs": cfg.vis_stem_convs,
         "video_attends_text": cfg.video_attends_text,
+        "frame_size": cfg.size_img if resize_on_device(cfg) else None,
     }
     if cfg.txt_layers is not None:
         if cfg.txt_backbone_embed_only:

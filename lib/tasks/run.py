@@ -20,7 +20,7 @@ from lib.engine import distributed as D
 from lib.engine.checkpointing import seed_everything
 from lib.engine.config import Config, ConfigError, load_config
 from lib.engine.trainer import Trainer, autocast
-from lib.tasks.common import Task, load_tokenizer
+from lib.tasks.common import Task, load_tokenizer, resize_on_device
 from lib.tasks.model_io import build_model, record_metrics, save_model_fn
 
 FAMILIES = ("pretrain", "retrieval", "qaoe", "qamc", "captioning", "multi-task")
@@ -62,6 +62,16 @@ def build_tasks(cfg: Config, tokenizer) -> list[Task]:
         sub = cfg.override(entry)
         if sub.type == "multi-task":
             raise ConfigError(f"a multi-task entry must name its own type (entry {entry})")
+        if "resize_on" in entry:
+            raise ConfigError(
+                f"resize_on applies to the whole run (one model resizes every batch); set it at "
+                f"the top level, not in the entry of task {sub.task!r}"
+            )
+        if resize_on_device(cfg) and sub.size_img != cfg.size_img:
+            raise ConfigError(
+                f"task {sub.task!r} sets size_img {sub.size_img}, but the model resizes train crops to the "
+                f"run's {cfg.size_img} (resize_on {cfg.resize_on!r}); use one size_img, or resize_on worker"
+            )
         tasks.append(task_class(sub.type)(sub, tokenizer, name=f"{sub.type}_{sub.task}"))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):

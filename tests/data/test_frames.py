@@ -22,6 +22,8 @@ from lib.data.frames import (
     load_clip,
     normalize_clip,
     render_frame_grid,
+    resize_clip,
+    resize_frames,
     sample_frame_indices,
     save_png,
 )
@@ -204,6 +206,75 @@ def test_random_crop_cuts_the_same_region_as_resize_then_crop(ref_rows) -> None:
         out = ClipTransform(50, train=True)([ramp], random.Random(seed))[0].numpy()  # 100 x 400 -> 50 x 200
         left = round(float(out[0, 0, 0]) * STD[0] * 255 + MEAN[0] * 255)  # = source column / 2 = resized col
         assert abs(left - min(int(position * 151), 150)) <= 1
+
+
+def test_deferred_random_crop_is_the_stored_region_the_device_resizes(ref_rows) -> None:
+    """defer_resize leaves a train crop at the stored resolution (240 x round(224 * 320 / 298) = 241 pixels,
+    centred on the exact crop); resized on the device it matches resize-then-crop (torchvision's order)
+    far better than the crop one pixel over does, and where the worker's crop has the same size, exactly
+    as well as the worker's."""
+    frames = [decode_jpeg(b64) for b64 in ref_rows[3]]
+    for clip_frames in (frames, [np.ascontiguousarray(f.transpose(1, 0, 2)) for f in frames]):  # wide, tall
+        wide = clip_frames[0].shape[1] > clip_frames[0].shape[0]
+        resized = cv2.resize(clip_frames[0], (298, 224) if wide else (224, 298))
+        same_as_worker = 0
+        for seed in range(12):
+            transform = ClipTransform(224, True, normalize=False, defer_resize=True)
+            deferred = transform(clip_frames, random.Random(seed))
+            assert deferred.shape == ((5, 3, 240, 241) if wide else (5, 3, 241, 240))
+            assert deferred.dtype == torch.uint8
+            offset = min(int(random.Random(seed).random() * 75), 74)  # slack 298 - 224 = 74
+            start = min(round((offset + 112) * 320 / 298 - 120.5), 320 - 241)
+            region = clip_frames[0][:, start : start + 241] if wide else clip_frames[0][start : start + 241]
+            assert np.array_equal(deferred[0].permute(1, 2, 0).numpy(), region)
+            on_device = resize_frames(deferred, 224).round().clamp(0, 255)[0].permute(1, 2, 0).numpy()
+            worker = ClipTransform(224, True, normalize=False)(clip_frames, random.Random(seed))
+            crop, neighbour = (
+                resized[:, o : o + 224] if wide else resized[o : o + 224] for o in (offset, offset ^ 1)
+            )
+            closeness = psnr(on_device, crop, peak=255)
+            assert closeness > 30 and closeness > psnr(neighbour, crop, peak=255) + 4, (seed, offset)
+            same_as_worker += abs(closeness - psnr(worker[0].permute(1, 2, 0).numpy(), crop, peak=255)) < 0.5
+        assert same_as_worker >= 6
+    center = ClipTransform(224, False, normalize=False, defer_resize=True)(frames)
+    assert center.shape == (5, 3, 224, 224)  # eval crops keep torchvision's grid, resized in the loader
+    with pytest.raises(ValueError, match="defer_resize needs normalize=False"):
+        ClipTransform(224, True, defer_resize=True)
+
+
+def test_stack_clips_resizes_deferred_clips_only_when_their_sizes_differ(ref_rows) -> None:
+    """Deferred clips of equally sized videos stack at the stored size (the model resizes them); a batch
+    mixing stored sizes is resized to ``resize_to`` in the worker; other mixed batches are an error."""
+    from lib.data.datasets import stack_clips
+
+    frames = [decode_jpeg(b64) for b64 in ref_rows[3]]
+    large = [cv2.resize(f, (640, 480)) for f in frames]
+    deferred = ClipTransform(224, True, normalize=False, defer_resize=True)
+    a, b, c = deferred(frames), deferred(frames, random.Random(1)), deferred(large)
+    items = [{"id": v, "video": clip, "resize_to": 224} for v, clip in (("a", a), ("b", b), ("c", c))]
+    same = stack_clips(items[:2])
+    assert same.shape == (2, 5, 3, 240, 241) and torch.equal(same[1], b)
+    mixed = stack_clips(items)
+    assert mixed.shape == (3, 5, 3, 224, 224)
+    assert torch.equal(mixed[0], resize_clip(a, 224)) and torch.equal(mixed[2], resize_clip(c, 224))
+    with pytest.raises(ValueError, match=r"differ in shape .* \(videos \['a', 'b', 'c'\]\)"):
+        stack_clips([{k: v for k, v in item.items() if k != "resize_to"} for item in items])
+
+
+def test_device_resize_matches_the_loaders_resize() -> None:
+    """resize_frames (torch, any device) agrees with the loader's OpenCV resize: bilinear for small changes,
+    antialiased (area-like) from AREA_MIN_SHRINK on; resize_clip is the loader's resize on a uint8 clip."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (4, 240, 240, 3), dtype=np.uint8)
+    smooth = np.stack([cv2.GaussianBlur(frame, (0, 0), 2) for frame in noise])
+    clip = torch.from_numpy(smooth).permute(0, 3, 1, 2)  # (T, 3, H, W) view of channels-last memory
+    for size in (224, 100, 64):
+        by_cv2 = resize_clip(clip, size)
+        assert by_cv2.shape == (4, 3, size, size) and by_cv2.dtype == torch.uint8
+        by_torch = resize_frames(clip[None], size)[0]
+        assert by_torch.dtype == torch.float32
+        assert psnr(by_torch.numpy(), by_cv2.float().numpy(), peak=255) > 38, size
+    assert resize_clip(clip, 240) is clip
 
 
 def test_pad_resize_adds_symmetric_black_bands() -> None:

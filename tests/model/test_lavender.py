@@ -135,6 +135,27 @@ def test_uint8_frames_are_normalised_on_the_model_s_device(model):
     assert torch.equal(mask_a, mask_b) and torch.allclose(a, b, atol=1e-5)
 
 
+def test_uint8_frames_of_another_size_are_resized_to_frame_size_on_the_device(model):
+    """A model with frame_size resizes uint8 clips the loader left at the stored resolution (defer_resize)
+    before normalising them: the tokens equal those of the same frames resized first; without frame_size
+    the frames are used as given (more patches)."""
+    from lib.data.frames import ClipTransform, normalize_frames, resize_frames
+
+    g = torch.Generator().manual_seed(4)
+    frames = [torch.randint(0, 256, (64, 80, 3), dtype=torch.uint8, generator=g).numpy() for _ in range(4)]
+    stored = ClipTransform(32, train=True, normalize=False, defer_resize=True)(frames)[None]
+    assert stored.shape == (1, 4, 3, 64, 64)
+    resizing = tiny_model(frame_size=32)  # the same weights as the fixture's model (seed 0)
+    with torch.no_grad():
+        tokens, mask = resizing.encode_video(stored)
+        expected, _ = model.encode_video(normalize_frames(resize_frames(stored, 32)))
+        as_given, _ = model.encode_video(stored)
+        unchanged, _ = resizing.encode_video(stored[..., :32, :32].contiguous())
+    assert torch.allclose(tokens, expected, atol=1e-5) and mask.all()
+    assert as_given.shape[1] > tokens.shape[1]  # 64 px frames as given: more patches
+    assert unchanged.shape == tokens.shape
+
+
 def test_exact_head_under_autocast_gives_float32_logits_without_bf16_rounding(model):
     hidden = torch.randn(6, model.config.hidden_size)
     reference = model.mlm_logits(hidden)

@@ -209,6 +209,46 @@ def test_multi_task_weights_and_swin_drop_path_come_from_the_config(tiny_args, t
     assert build_model(cfg, tokenizer).config.swin_drop_path == 0.05
 
 
+def test_resize_on_device_leaves_train_crops_for_the_model_to_resize(tiny_args, tokenizer):
+    """resize_on device: the train loader returns crops at the stored resolution (the demo's 64 px frames)
+    and the model, built with frame_size = size_img, resizes the batch; eval crops are resized in the loader.
+    resize_on is one setting for the whole run, and a task cannot ask the model for another size."""
+    from lib.tasks.run import build_tasks
+
+    worker = OpenQATask(qa_config(tiny_args, "--size_img", "32", "--resize_on", "worker"), tokenizer)
+    cfg = qa_config(tiny_args, "--size_img", "32", "--resize_on", "device")
+    device = OpenQATask(cfg, tokenizer)
+    items = [device.train_stream().dataset[i] for i in range(2)]
+    batch = device.collate_train(items)
+    assert batch["video"].shape[-2:] == (64, 64) and batch["video"].dtype == torch.uint8
+    assert worker.collate_train([worker.train_stream().dataset[i] for i in range(2)])["video"].shape[-2:] == (
+        32,
+        32,
+    )
+    model = build_model(cfg, tokenizer).eval()
+    assert model.config.frame_size == 32 and build_model(worker.cfg, tokenizer).config.frame_size is None
+    with torch.no_grad():
+        loss = device.step(model, batch)["loss"]
+        feat, _ = model.encode_video(batch["video"])
+        small, _ = model.encode_video(batch["video"][..., ::2, ::2].contiguous())  # 32 px: not resized
+    assert torch.isfinite(loss) and feat.shape == small.shape
+    eval_items = clip_dataset(cfg, device.store, device.ann["test"], train=False)
+    assert eval_items[0]["video"].shape[-2:] == (32, 32) and "resize_to" not in eval_items[0]
+
+    multi = [*tiny_args, "--type", "multi-task", "--size_img", "32", "--resize_on", "device"]
+    qa = {"type": "qaoe", "task": "demo-qa"}
+    with pytest.raises(ConfigError, match="resize_on applies to the whole run"):
+        build_tasks(
+            load_config([*multi, "--datasets", json.dumps([{**qa, "resize_on": "worker"}])]), tokenizer
+        )
+    with pytest.raises(
+        ConfigError, match="sets size_img 64, but the model resizes train crops to the run's 32"
+    ):
+        build_tasks(load_config([*multi, "--datasets", json.dumps([{**qa, "size_img": 64}])]), tokenizer)
+    with pytest.raises(ConfigError, match="resize_on"):
+        qa_config(tiny_args, "--resize_on", "gpu")
+
+
 def test_items_per_video_encodes_each_clip_once_and_keeps_every_question(tiny_args, tokenizer):
     """items_per_video=5: a slot is one video with its (5) questions; the slots cover every question exactly
     once, and the grouped batch gives each question the loss it gets in a batch of one question per clip."""
