@@ -221,10 +221,8 @@ def test_resize_on_device_leaves_train_crops_for_the_model_to_resize(tiny_args, 
     items = [device.train_stream().dataset[i] for i in range(2)]
     batch = device.collate_train(items)
     assert batch["video"].shape[-2:] == (64, 64) and batch["video"].dtype == torch.uint8
-    assert worker.collate_train([worker.train_stream().dataset[i] for i in range(2)])["video"].shape[-2:] == (
-        32,
-        32,
-    )
+    worker_batch = worker.collate_train([worker.train_stream().dataset[i] for i in range(2)])
+    assert worker_batch["video"].shape[-2:] == (32, 32)
     model = build_model(cfg, tokenizer).eval()
     assert model.config.frame_size == 32 and build_model(worker.cfg, tokenizer).config.frame_size is None
     with torch.no_grad():
