@@ -159,9 +159,10 @@ def stack_clips(items: Sequence[dict[str, Any]]) -> torch.Tensor:
     they are when they share a size (the model resizes the batch on its device); when their sizes differ,
     each is resized to ``resize_to`` here."""
     clips = [item["video"] for item in items]
-    if len({tuple(c.shape) for c in clips}) != 1 and all("resize_to" in item for item in items):
-        clips = [resize_clip(c, item["resize_to"]) for c, item in zip(clips, items)]
     shapes = {tuple(c.shape) for c in clips}
+    if len(shapes) != 1 and all("resize_to" in item for item in items):
+        clips = [resize_clip(c, item["resize_to"]) for c, item in zip(clips, items)]
+        shapes = {tuple(c.shape) for c in clips}
     if len(shapes) != 1:
         ids = [item["id"] for item in items]
         raise ValueError(f"clips of one batch differ in shape {sorted(shapes)} (videos {ids})")

@@ -178,30 +178,36 @@ def _crop_square(frame: np.ndarray, size: int, position: float | None) -> np.nda
     return frame[top : top + size, left : left + size]
 
 
-def _source_crop(frame: np.ndarray, size: int, position: float) -> np.ndarray:
-    """The part of ``frame`` that resizing the short side to ``size`` and cropping the square at
-    ``position`` keeps, rounded to whole pixels of ``frame`` (a view; resize it to ``size`` x ``size``)."""
+def _crop_on_long_side(frame: np.ndarray, size: int, position: float) -> tuple[int, float, int]:
+    """Resizing the short side of ``frame`` to ``size`` and cropping the square at ``position``, seen on
+    the long side: the crop's offset in resized pixels, the resized → ``frame`` scale, the long side."""
     h, w = frame.shape[:2]
     short, long = min(h, w), max(h, w)
     resized_long = int(size * long / short)
-    offset = _crop_offset(resized_long - size, position)
-    scale = long / resized_long
+    return _crop_offset(resized_long - size, position), long / resized_long, long
+
+
+def _long_side_slice(frame: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Rows or columns ``start:end`` of ``frame``'s long side (a view)."""
+    return frame[:, start:end] if frame.shape[1] >= frame.shape[0] else frame[start:end]
+
+
+def _source_crop(frame: np.ndarray, size: int, position: float) -> np.ndarray:
+    """The part of ``frame`` that resizing the short side to ``size`` and cropping the square at
+    ``position`` keeps, rounded to whole pixels of ``frame`` (a view; resize it to ``size`` x ``size``)."""
+    offset, scale, long = _crop_on_long_side(frame, size, position)
     start, end = round(offset * scale), min(long, round((offset + size) * scale))  # each within 1/2 px
-    return frame[:, start:end] if w >= h else frame[start:end]
+    return _long_side_slice(frame, start, end)
 
 
 def _source_region(frame: np.ndarray, size: int, position: float) -> np.ndarray:
     """The part of ``frame`` that :func:`_source_crop` approximates, with a size that depends only on the
     frame's size (so that clips of equally sized videos stack): the short side whole, the long side
     ``round(size * long / resized_long)`` pixels around the exact crop's centre (a view)."""
-    h, w = frame.shape[:2]
-    short, long = min(h, w), max(h, w)
-    resized_long = int(size * long / short)
-    offset = _crop_offset(resized_long - size, position)
-    scale = long / resized_long
+    offset, scale, long = _crop_on_long_side(frame, size, position)
     extent = min(long, round(size * scale))
     start = min(max(round((offset + size / 2) * scale - extent / 2), 0), long - extent)  # centred
-    return frame[:, start : start + extent] if w >= h else frame[start : start + extent]
+    return _long_side_slice(frame, start, start + extent)
 
 
 def resize_clip(clip: torch.Tensor, size: int) -> torch.Tensor:
