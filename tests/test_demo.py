@@ -168,3 +168,33 @@ def test_quick_length_follows_the_run_precision():
     assert (
         demo.QUICK_LENGTH["autocast"]["size_epoch"] * demo.QUICK_LENGTH["autocast"]["steps_per_epoch"] == 1200
     )
+
+
+def _caption_annotations(path, train: list[str], test: list[str]) -> None:
+    rows = {
+        "train": [{"video": f"tr{i}", "caption": c} for i, c in enumerate(train)],
+        "test": [{"video": f"te{i}", "caption": c} for i, c in enumerate(test)],
+    }
+    (path / "txt_demo-captioning.json").write_text(json.dumps(rows))
+
+
+def test_caption_chance_scores_random_training_captions_against_the_test_references(tmp_path):
+    """The captioning chance level is a video-blind captioner's score, averaged over several draws."""
+    test = [
+        "a small red circle moves left",
+        "two large blue squares stay still",
+        "a large green cross moves up",
+    ]
+    # a training pool that shares no word with the test captions scores nothing
+    _caption_annotations(tmp_path, ["one tiny pink star spins"] * 3, test)
+    chance = demo.caption_chance(tmp_path)
+    assert chance[("captioning_demo-captioning", "Bleu_1")] == pytest.approx(0.0, abs=1e-6)
+    assert chance[("captioning_demo-captioning", "CIDEr")] == pytest.approx(0.0, abs=1e-6)
+    # a pool holding only the test captions: each draw is right for one video in three (BLEU counts over the
+    # corpus, so BLEU-4 sits between that and a perfect 1), and the same data gives the same chance level
+    _caption_annotations(tmp_path, test, test)
+    chance = demo.caption_chance(tmp_path)
+    assert 0.2 < chance[("captioning_demo-captioning", "Bleu_4")] < 0.9
+    assert demo.caption_chance(tmp_path) == chance
+    one_draw = demo.caption_chance(tmp_path, draws=1)
+    assert one_draw != chance
