@@ -15,10 +15,8 @@ multi-task checkpoint trained from it shows what the multi-task run kept and wha
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -28,31 +26,30 @@ sys.path.insert(0, str(REPO))
 
 from lib.data.frames import normalize_frames  # noqa: E402
 from lib.data.synthetic import ATTRIBUTES  # noqa: E402
+from lib.demo_backbone import labelled_clips  # noqa: E402
 from lib.engine.config import load_config  # noqa: E402
-from lib.tasks.common import clip_dataset, open_store  # noqa: E402
 from lib.tasks.model_io import build_model  # noqa: E402
 
 
-def encode(run: Path, data: Path, ckpt: Path, n_clips: int) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Mean-pooled Swin features and video tokens of the first `n_clips` train videos, and their ids."""
+def encode(
+    run: Path, data: Path, ckpt: Path, n_clips: int
+) -> tuple[dict[str, torch.Tensor], list[dict[str, int]]]:
+    """Mean-pooled Swin features and video tokens of the first `n_clips` train videos, and their labels."""
     cfg = load_config(
         ["--config", str(run / "model" / "args.json"), "--data_dir", str(data), "--path_ckpt", str(ckpt)]
     )
     model = build_model(cfg).eval()
-    meta = json.loads((data / "meta_demo.json").read_text())["videos"]
-    ids = sorted(v for v, m in meta.items() if m["split"] == "train")[:n_clips]
-    clips = clip_dataset(
-        cfg, open_store(cfg, cfg.dataset), [SimpleNamespace(video=v) for v in ids], train=False
-    )
+    clips, labels = labelled_clips(cfg, data, "train", train=False)
+    n = min(n_clips, len(labels))
     swin, tokens = [], []
     with torch.no_grad():
-        for start in range(0, len(ids), 50):
+        for start in range(0, n, 50):
             video = normalize_frames(
-                torch.stack([clips[i]["video"] for i in range(start, min(start + 50, len(ids)))])
+                torch.stack([clips[i]["video"] for i in range(start, min(start + 50, n))])
             )
             swin.append(model.enc_img.swin(video.transpose(1, 2)).float().mean((1, 2, 3)))
             tokens.append(model.enc_img(video)[0].float().mean(1))
-    return {"swin": torch.cat(swin), "tokens": torch.cat(tokens)}, ids
+    return {"swin": torch.cat(swin), "tokens": torch.cat(tokens)}, labels[:n]
 
 
 def probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 500) -> float:
@@ -80,15 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n_clips", type=int, default=600)
     args = p.parse_args(argv)
     ckpt = args.ckpt or args.run / "model" / "model.safetensors"
-    features, ids = encode(args.run, args.data, ckpt, args.n_clips)
-    meta = json.loads((args.data / "meta_demo.json").read_text())["videos"]
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\nweights: {ckpt}; {len(ids)} clips\n")
+    features, labels = encode(args.run, args.data, ckpt, args.n_clips)
+    print(
+        f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\nweights: {ckpt}; {len(labels)} clips\n"
+    )
     print("| attribute | classes | chance | Swin features | video tokens |\n|---|---:|---:|---:|---:|")
     for attribute in args.attributes:
-        values = sorted({str(meta[v]["scene"][attribute]) for v in ids})
-        labels = torch.tensor([values.index(str(meta[v]["scene"][attribute])) for v in ids])
-        accs = [probe(features[k], labels, len(values)) for k in ("swin", "tokens")]
-        print(f"| {attribute} | {len(values)} | {1 / len(values):.2f} | {accs[0]:.2f} | {accs[1]:.2f} |")
+        n_classes = len(ATTRIBUTES[attribute])
+        y = torch.tensor([row[attribute] for row in labels])
+        accs = [probe(features[k], y, n_classes) for k in ("swin", "tokens")]
+        print(f"| {attribute} | {n_classes} | {1 / n_classes:.2f} | {accs[0]:.2f} | {accs[1]:.2f} |")
     return 0
 
 

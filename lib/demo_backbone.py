@@ -52,7 +52,8 @@ def _request(cfg: Config, data: Path, steps: int, batch_size: int, lr: float, se
     return {"data": digest, "geometry": geometry, "frames": frames, "recipe": recipe}
 
 
-def _labelled_clips(cfg: Config, data: Path, split: str, train: bool) -> tuple[Any, list[dict[str, int]]]:
+def labelled_clips(cfg: Config, data: Path, split: str, train: bool) -> tuple[Any, list[dict[str, int]]]:
+    """The demo `split`'s clips (ids sorted) and, per clip, each attribute's index in ``ATTRIBUTES``."""
     meta = json.loads((data / "meta_demo.json").read_text())["videos"]
     ids = sorted(v for v, m in meta.items() if m["split"] == split)
     if not ids:
@@ -92,7 +93,7 @@ def pretrain_video_swin(
     )
     optimizer = torch.optim.AdamW([*swin.parameters(), *heads.parameters()], lr=lr)
     scheduler = build_scheduler(optimizer, steps, warmup_ratio=0.05)
-    clips, labels = _labelled_clips(cfg, data, "train", train=True)
+    clips, labels = labelled_clips(cfg, data, "train", train=True)
 
     def logits(video: torch.Tensor) -> dict[str, torch.Tensor]:
         pooled = swin(normalize_frames(video).transpose(1, 2)).mean((1, 2, 3))
@@ -124,7 +125,7 @@ def pretrain_video_swin(
 
 def _held_out_accuracy(cfg: Config, data: Path, swin: torch.nn.Module, logits) -> dict[str, float]:
     """Accuracy per attribute on the val split (eval transforms)."""
-    clips, labels = _labelled_clips(cfg, data, "val", train=False)
+    clips, labels = labelled_clips(cfg, data, "val", train=False)
     swin.eval()
     hits = dict.fromkeys(ATTRIBUTES, 0)
     with torch.no_grad():
