@@ -196,6 +196,16 @@ REPORT_S = 30.0  # chance levels, curves, the examples picture (a few captions a
 MIN_STEPS = 10  # the shortest epoch a budget too small for one configured epoch shrinks to
 
 
+def test_to_val_items(task: Any, args: argparse.Namespace) -> float:
+    """How many times a task's validation items its test split holds (the test split's evaluation time as a
+    multiple of the timed validation pass): e.g. 10 for multiple choice, with MC_TEST_ITEMS per test video
+    and one per val video; the ratio of videos for a task without annotation splits."""
+    ann = getattr(task, "ann", None)
+    if ann is not None and "val" in ann.splits and "test" in ann.splits and len(ann["val"]):
+        return len(ann["test"]) / len(ann["val"])
+    return max(1.0, args.n_test / max(1, args.n_val))
+
+
 def plan_length(
     left_s: float, step_s: float, steps_per_epoch: int, eval_s: float, max_epochs: int, stretch: bool = True
 ) -> tuple[int, int]:
@@ -242,13 +252,16 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
     cfg, _, model, tasks = prepare("multi-task", argv)
     streams = [s for t in tasks for s in t.train_streams()]
     step_s = mean_step_seconds(time_train_steps(model, streams, cfg), streams, cfg)
-    measured = time.perf_counter()
     model.eval()
     device = next(model.parameters()).device
+    eval_s = test_s = 0.0  # one validation pass (after every epoch when eval_every is 1); the final test one
     with torch.no_grad(), autocast(device, resolve_precision(cfg.precision, device)):
-        evaluate_tasks(tasks, model, ["val"])
-    eval_s = time.perf_counter() - measured  # one validation pass (after every epoch when eval_every is 1)
-    test_s = eval_s * max(1.0, args.n_test / max(1, args.n_val))  # the final test evaluation
+        for task in tasks:
+            measured = time.perf_counter()
+            evaluate_tasks([task], model, ["val"])
+            seconds = time.perf_counter() - measured
+            eval_s += seconds
+            test_s += seconds * test_to_val_items(task, args)
     left = args.budget_min * 60 - (time.perf_counter() - started) - test_s - REPORT_S
     epoch_eval_s = eval_s if cfg.eval_every == 1 else 0.0
     epochs, steps_per_epoch = plan_length(

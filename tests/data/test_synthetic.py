@@ -18,6 +18,7 @@ from lib.data.synthetic import (
     ANNOTATION_FILES,
     ANSWERS,
     ATTRIBUTES,
+    MC_TEST_ITEMS,
     MC_TRAIN_ITEMS,
     QUESTION_TYPES,
     RECIPE,
@@ -203,20 +204,24 @@ def test_multiple_choice_has_exactly_one_correct_option(specs, annotations, name
     assert len(n_changed) >= 4  # random other scenes: some differ in one attribute, others in several
 
 
-def test_one_sequence_multiple_choice_has_several_items_per_train_video(specs, annotations):
+def test_multiple_choice_items_per_video(specs, annotations):
     """Train videos get MC_TRAIN_ITEMS one-sequence questions each (distinct option lists, so the same clip
-    is seen with its answer at several positions); val/test and retrieval-style MC one per video."""
+    is seen with its answer at several positions); test videos MC_TEST_ITEMS of both kinds (distinct option
+    lists, so the test accuracy does not hang on one draw of distractors); val videos one of each."""
     mc, retmc = annotations["txt_demo-mc.json"], annotations["txt_demo-retmc.json"]
-    for split in ("train", "val", "test"):
-        videos = [s.video for s in specs if s.split == split]
-        per_video = Counter(item["video"] for item in mc[split])
-        expected = MC_TRAIN_ITEMS if split == "train" else 1
-        assert MC_TRAIN_ITEMS > 1 and set(per_video.values()) == {expected} and set(per_video) == set(videos)
-        assert Counter(item["video"] for item in retmc[split]) == Counter(videos)
-    option_lists: dict[str, set] = {}
-    for item in mc["train"]:
-        option_lists.setdefault(item["video"], set()).add(tuple(item[f"option_{k}"] for k in range(5)))
-    assert all(len(lists) == MC_TRAIN_ITEMS for lists in option_lists.values())
+    assert MC_TRAIN_ITEMS > 1 and MC_TEST_ITEMS > 1
+    expected = {
+        "txt_demo-mc.json": {"train": MC_TRAIN_ITEMS, "val": 1, "test": MC_TEST_ITEMS},
+        "txt_demo-retmc.json": {"train": 1, "val": 1, "test": MC_TEST_ITEMS},
+    }
+    for name, content in (("txt_demo-mc.json", mc), ("txt_demo-retmc.json", retmc)):
+        for split, n in expected[name].items():
+            videos = [s.video for s in specs if s.split == split]
+            assert Counter(item["video"] for item in content[split]) == Counter(videos * n), (name, split)
+            lists: dict[str, set] = {}
+            for item in content[split]:
+                lists.setdefault(item["video"], set()).add(tuple(item[f"option_{k}"] for k in range(5)))
+            assert all(len(distinct) == n for distinct in lists.values()), (name, split)
 
 
 # ---------------------------------------------------------------------------------------- real videos

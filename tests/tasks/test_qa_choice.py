@@ -10,7 +10,7 @@ import torch
 from quick_training import freeze_for_speed
 
 from lib.data.annotations import AnnotationError
-from lib.data.synthetic import MC_TRAIN_ITEMS
+from lib.data.synthetic import MC_TEST_ITEMS, MC_TRAIN_ITEMS
 from lib.engine.config import Config, load_config
 from lib.model import layouts
 from lib.tasks.common import clip_transform, logits_at
@@ -54,8 +54,9 @@ def test_entry_point_runs_both_styles(tiny_args, tmp_path, tokenizer, task, styl
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics == pytest.approx(final)
     prefix = f"{task}/test/"
-    assert metrics[prefix + "n_items"] == metrics[prefix + "denominator"] == 8
-    assert metrics[prefix + "acc"] in {100 * k / 8 for k in range(9)}  # k of the 8 questions right
+    n = 8 * MC_TEST_ITEMS  # the fixture's 8 test videos
+    assert metrics[prefix + "n_items"] == metrics[prefix + "denominator"] == n
+    assert metrics[prefix + "acc"] in {100 * k / n for k in range(n + 1)}  # k of the n questions right
     assert ChoiceTask(load_config(argv), tokenizer).style == style  # mc_style "auto": empty question
 
 
@@ -145,6 +146,7 @@ def test_training_lowers_the_loss_in_both_styles(model_and_tasks):
 
 def test_missing_video_error_and_size_test(tiny_args, tmp_path, demo_data, tokenizer):
     content = json.loads((demo_data / "txt_demo-retmc.json").read_text())
+    content["test"] = content["test"][:8]  # fewer questions in the file than size_test (16)
     content["test"][5]["video"] = "no_such_video"
     path = tmp_path / "txt_bad-mc.json"
     path.write_text(json.dumps(content))
