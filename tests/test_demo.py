@@ -12,6 +12,8 @@ import json
 import pytest
 
 from lib import demo
+from lib.data.synthetic import MC_TEST_ITEMS
+from lib.tasks.run import prepare
 
 # How far above chance the shortened demo must be on its 60 test videos, per metric: (at least this multiple
 # of chance, and at least chance + this margin). Measured on a 2-core AMD EPYC (Zen 4) with --quick's 3 fusion
@@ -90,6 +92,17 @@ def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
     assert plan["time_budget_s"] == 1.0  # the budget is spent: the run re-fits to stop as soon as it can
     assert "ms per step" in capsys.readouterr().out
     assert "--time_budget_s" in demo.run_argv(argparse.Namespace(**vars(args), time_budget_s=5.0), data, out)
+    # the test evaluation is planned as each task's timed val pass times its test/val items: MC_TEST_ITEMS
+    # questions of each multiple-choice kind per test video and one per val video (here 6 videos each)
+    _, _, _, tasks = prepare("multi-task", demo.run_argv(args, data, tmp_path / "tasks"))
+    ratios = {task.name.split("_")[-1]: demo.test_to_val_items(task, args) for task in tasks}
+    assert ratios == {
+        "demo-retrieval": 1,
+        "demo-qa": 1,
+        "demo-mc": MC_TEST_ITEMS,
+        "demo-retmc": MC_TEST_ITEMS,
+        "demo-captioning": 1,
+    }
 
     def length(usable_s: float, steps_per_epoch: int = 100, max_epochs: int = 8, stretch: bool = True):
         return demo.plan_length(usable_s / demo.SAFETY, 0.5, steps_per_epoch, 10.0, max_epochs, stretch)
