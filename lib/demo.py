@@ -200,9 +200,10 @@ def test_to_val_items(task: Any, args: argparse.Namespace) -> float:
     """How many times a task's validation items its test split holds (the test split's evaluation time as a
     multiple of the timed validation pass): e.g. 10 for multiple choice, with MC_TEST_ITEMS per test video
     and one per val video; the ratio of videos for a task without annotation splits."""
-    ann = getattr(task, "ann", None)
-    if ann is not None and "val" in ann.splits and "test" in ann.splits and len(ann["val"]):
-        return len(ann["test"]) / len(ann["val"])
+    from lib.tasks.common import AnnotatedTask
+
+    if isinstance(task, AnnotatedTask) and {"val", "test"} <= set(task.eval_splits()):  # both non-empty
+        return len(task.ann["test"]) / len(task.ann["val"])
     return max(1.0, args.n_test / max(1, args.n_val))
 
 
