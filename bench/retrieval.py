@@ -22,13 +22,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib.data.annotations import caption_text  # noqa: E402
 from lib.data.synthetic import make_demo_dataset  # noqa: E402
 from lib.engine.checkpointing import seed_everything  # noqa: E402
 from lib.engine.config import load_config  # noqa: E402
 from lib.model import layouts  # noqa: E402
+from lib.tasks.build import build_model  # noqa: E402
 from lib.tasks.common import clip_dataset, load_tokenizer  # noqa: E402
-from lib.tasks.model_io import build_model  # noqa: E402
-from lib.tasks.retrieval import RetrievalTask, caption_text  # noqa: E402
+from lib.tasks.retrieval import RetrievalTask  # noqa: E402
 
 
 def naive_scores(task: RetrievalTask, model, records) -> np.ndarray:

@@ -17,23 +17,24 @@ RGB arrays (the stored frames: the clip's frames are sampled from them by the ev
 list; work is batched (``batch_size`` clips per pass), each video is encoded once per call, and everything
 runs under ``torch.inference_mode`` on the device given to :meth:`Lavender.from_pretrained`.
 
-**The checkpoint** (see :mod:`lib.tasks.model_io`) is a folder: ``config.json`` (the model config plus an
-``"inference"`` section: frame extraction, clip sampling and transform, and per task kind the trained tasks'
-text lengths, layouts, QA answer list, true/false scoring, decoding settings), ``model.safetensors``, the
-tokenizer files and a ``README.md`` model card. Every training run writes one (``path_output/model``);
-:meth:`Lavender.save_pretrained` writes one. A folder without the "inference" section (e.g. made by
-``_tools/convert_checkpoint.py``) takes its settings from ``reference_args`` or its ``args.json``, and a
-reference ``.pt`` file loads directly with ``reference_args`` (its args JSON) and ``tokenizer``.
+**The checkpoint** (see :mod:`lib.tasks.checkpoint_folder`) is a folder: ``config.json`` (the model config
+plus an ``"inference"`` section: frame extraction, clip sampling and transform, and per registered task the
+trained tasks' text lengths, layouts, QA answer list, true/false scoring, decoding settings),
+``model.safetensors``, the tokenizer files and a ``README.md`` model card. Every training run writes one
+(``path_output/model``); :meth:`Lavender.save_pretrained` writes one. A folder without the "inference"
+section (e.g. made by ``_tools/convert_checkpoint.py``) takes its settings from ``reference_args`` or its
+``args.json``, and a reference ``.pt`` file loads directly with ``reference_args`` (its args JSON) and
+``tokenizer``.
 
-**Tasks.** Each method runs the way its task was evaluated in training (``lib.tasks.*``): ``match`` /
-``retrieve`` score "true" vs "false" at a [MASK] after the text (:func:`lib.model.layouts.vtm`);
-``answer`` without options ranks the QA task's answer list by mean per-piece log-probability (or takes the
-arg-max over the vocabulary when the checkpoint has no list); ``answer`` with options uses the
-multiple-choice task's style ("sequence": the option digits at one [MASK]; "retrieval": the true/false
-score of each "question option"); ``caption`` decodes greedily or with beam search (:mod:`lib.tasks.decode`).
-With several trained tasks of a kind, ``task=NAME`` picks one (default: the first that fits the input). A
-kind the checkpoint was not trained for still runs (one MLM head serves all) with default settings, with a
-:class:`LavenderWarning` saying the outputs are zero-shot.
+**Tasks.** This module only handles inputs; every score comes from the registered task's own predictor
+(:class:`lib.tasks.common.Predictor`), the very code its evaluation runs: ``match`` / ``retrieve`` use
+``retrieval``'s ("true" vs "false" at a [MASK] after the text), ``answer`` without options ``qaoe``'s (the
+answer list ranked by mean per-piece log-probability, or the arg-max over the vocabulary when the checkpoint
+has no list), ``answer`` with options ``qamc``'s (its style: the option digits at one [MASK], or the
+true/false score of each "question option"), ``caption`` ``captioning``'s (greedy or beam search), and
+:meth:`Lavender.predict` any registered task's. With several trained entries of a task, ``task=NAME`` picks
+one (default: the first that fits the input). A task the checkpoint was not trained for still runs (one MLM
+head serves all) with default settings, with a :class:`LavenderWarning` saying the outputs are zero-shot.
 """
 
 from __future__ import annotations
@@ -58,33 +59,22 @@ from lib.data.video import VideoDecodeError
 from lib.engine.checkpointing import replace_dir
 from lib.engine.config import Config
 from lib.engine.trainer import autocast, resolve_precision
-from lib.model import layouts
-from lib.model.checkpoint import (
-    MODEL_CONFIG,
-    MODEL_WEIGHTS,
-    CheckpointError,
-    config_from_reference_args,
-    load_checkpoint,
-)
-from lib.model.lavender import LavenderConfig, LavenderModel
-from lib.tasks.common import expand_video, load_tokenizer, true_false_pair_scores
-from lib.tasks.decode import generate
-from lib.tasks.model_io import (
-    FORMAT_VERSION,
-    INFERENCE_KEY,
-    KIND_OF_FAMILY,
+from lib.model.lavender import LavenderModel
+from lib.model.mlm import expand_video
+from lib.tasks.checkpoint_folder import (
     args_config,
+    find_tokenizer,
     inference_settings,
-    task_entry,
+    load_weights,
+    read_settings,
     write_checkpoint,
 )
-from lib.tasks.qa_choice import sequence_option_scores
-from lib.tasks.qa_open import TOP_K, masked_logits
+from lib.tasks.common import Predictor
+from lib.tasks.qa_open import TOP_K
+from lib.tasks.registry import canonical_name, get_task
 
 VideoInput = Any
 """A path, a frame-TSV row, an RGB array (T, H, W, 3), a list of RGB arrays, or a :class:`Video`."""
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-FAMILY_OF_KIND = {kind: family for family, kind in reversed(KIND_OF_FAMILY.items())}
 _T = TypeVar("_T")
 
 
@@ -174,84 +164,6 @@ def _inference(method: Callable[..., _T]) -> Callable[..., _T]:
     return wrapper
 
 
-# ------------------------------------------------------------------------------------------ loading
-
-
-def read_settings(path: Path, reference_args: dict | None) -> tuple[dict[str, Any], str]:
-    """The inference settings of a checkpoint folder and where they came from."""
-    if reference_args is not None:
-        return inference_settings(args_config(reference_args, "reference_args")), "reference_args"
-    config = json.loads((path / MODEL_CONFIG).read_text())
-    if INFERENCE_KEY in config:
-        settings = config[INFERENCE_KEY]
-        if int(settings.get("format_version", 0)) > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path / MODEL_CONFIG}: inference format {settings['format_version']} is newer than this "
-                f"code's ({FORMAT_VERSION}); update the code"
-            )
-        return settings, f"{path / MODEL_CONFIG}"
-    args = path / "args.json"
-    if args.is_file():
-        return inference_settings(args_config(json.loads(args.read_text()), str(args))), str(args)
-    return inference_settings(Config()), "defaults"
-
-
-def load_weights(path: Path, reference_args: dict | None) -> LavenderModel:
-    """The model of a checkpoint folder (strict: every key must fit) or of a reference ``.pt`` file."""
-    if path.is_dir():
-        config_path = path / MODEL_CONFIG
-        if not config_path.is_file():
-            raise FileNotFoundError(
-                f"{path} is not a checkpoint folder: it has no {MODEL_CONFIG} (expected a folder written by "
-                "save_pretrained or a training run's model/ folder)"
-            )
-        fields = json.loads(config_path.read_text())
-        fields.pop(INFERENCE_KEY, None)
-        model = LavenderModel(LavenderConfig.from_dict(fields, source=str(config_path)))
-        report = load_checkpoint(model, path / MODEL_WEIGHTS, strict=True)
-    else:
-        if reference_args is None:
-            raise ValueError(
-                f"{path} is a checkpoint file: pass reference_args (its reference args JSON, which fixes the "
-                "model size), or convert it once with _tools/convert_checkpoint.py"
-            )
-        model = LavenderModel(config_from_reference_args(reference_args))
-        size_img, size_frame = reference_args.get("size_img"), reference_args.get("size_frame")
-        report = load_checkpoint(
-            model,
-            path,
-            strict=True,
-            trained_grid=int(size_img) // 32 if size_img else None,
-            trained_frames=int(size_frame) if size_frame else None,
-        )
-    if report.initialised and path.is_dir():
-        raise CheckpointError(f"{path}: incomplete model weights:\n{report}")
-    return model
-
-
-def find_tokenizer(path: Path, tokenizer: Any, reference_args: dict | None):
-    """The tokenizer: given (object or folder), the checkpoint folder's files, or the run's txt_backbone."""
-    if tokenizer is not None:
-        return load_tokenizer(str(tokenizer)) if isinstance(tokenizer, str | os.PathLike) else tokenizer
-    if path.is_dir() and any((path / f).is_file() for f in TOKENIZER_FILES):
-        from transformers import BertTokenizerFast
-
-        return BertTokenizerFast.from_pretrained(str(path))
-    backbone = (reference_args or {}).get("txt_backbone")
-    args = path / "args.json"
-    if backbone is None and path.is_dir() and args.is_file():
-        backbone = json.loads(args.read_text()).get("txt_backbone")
-    try:
-        if backbone:
-            return load_tokenizer(backbone)
-    except (FileNotFoundError, OSError) as e:
-        raise FileNotFoundError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); {e}") from None
-    raise FileNotFoundError(
-        f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); pass tokenizer= (a local BERT folder "
-        "with vocab.txt) or copy the tokenizer files into the checkpoint folder"
-    )
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -277,8 +189,7 @@ class Lavender:
         self.settings = settings
         self.batch_size = max(1, batch_size)
         self.dtype = resolve_precision(precision, self.device)
-        self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
-        self._answer_spaces: dict[tuple[str, ...], dict[int, tuple[list[int], torch.Tensor]]] = {}
+        self._predictors: dict[int, Predictor] = {}
         self._warned: set[str] = set()
         self._zero_shot: dict[str, dict[str, Any]] = {}
 
@@ -346,7 +257,8 @@ class Lavender:
 
     @property
     def tasks(self) -> dict[str, list[str]]:
-        """The trained tasks of each kind (``match``, ``qa_open``, ``qa_choice``, ``caption``)."""
+        """The trained entries of each registered task with a predictor (``retrieval``, ``qaoe``, ``qamc``,
+        ``captioning``, …)."""
         return {kind: [e["name"] for e in entries] for kind, entries in self.settings["tasks"].items()}
 
     def __repr__(self) -> str:
@@ -405,58 +317,116 @@ class Lavender:
             masks.append(mask)
         return torch.cat(feats), torch.cat(masks)
 
-    # ---- task settings
+    # ---- task settings and predictors
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, LavenderWarning, stacklevel=4)
 
-    def _entry(self, kind: str, task: str | None = None, fits: Callable[[dict], bool] | None = None) -> dict:
-        """The settings of the trained task of ``kind`` to use: by name, else the first that ``fits``, else
-        the first; with none trained, zero-shot defaults (and a warning)."""
-        entries = self.settings["tasks"].get(kind, [])
+    def _entry(self, name: str, task: str | None = None, inputs: dict | None = None) -> dict:
+        """The settings of the trained entry of task ``name`` to use: the one called ``task``, else the first
+        whose predictor fits ``inputs``, else the first; with none trained, zero-shot defaults (and a
+        warning)."""
+        entries = self.settings["tasks"].get(name, [])
         if task is not None:
             named = [e for e in entries if e["name"] == task]
             if not named:
                 raise ValueError(
-                    f"no {kind} task named {task!r} in this checkpoint; it has {self.tasks[kind]}"
+                    f"no {name} task named {task!r} in this checkpoint; it has {self.tasks[name]}"
                 )
             return named[0]
         if entries:
-            return next((e for e in entries if fits is None or fits(e)), entries[0])
+            fits = get_task(name).predictor.fits
+            return next((e for e in entries if inputs is None or fits(e, inputs)), entries[0])
         self._warn(
-            kind, f"this checkpoint was not trained for {kind} (it has {self.tasks}): zero-shot outputs"
+            name, f"this checkpoint was not trained for {name} (it has {self.tasks}): zero-shot outputs"
         )
-        return self._zero_shot_entry(kind)
+        return self._zero_shot_entry(name)
 
-    def _zero_shot_entry(self, kind: str) -> dict[str, Any]:
-        """Default settings of ``kind`` (matching-based multiple choice when the checkpoint can match)."""
-        if kind in self._zero_shot:
-            return self._zero_shot[kind]
+    def _zero_shot_entry(self, name: str) -> dict[str, Any]:
+        """Default settings of task ``name`` (matching-based multiple choice where the checkpoint matches)."""
+        if name in self._zero_shot:
+            return self._zero_shot[name]
         video = self.settings["video"]
         others = [e for entries in self.settings["tasks"].values() for e in entries]
         values: dict[str, Any] = {
-            "type": FAMILY_OF_KIND[kind],
+            "type": name,
             "size_frame": video["size_frame"],
             "size_img": video["size_img"],
             "img_transform": [video["transform"]],
         }
         if others:
             values["size_txt"] = others[0]["size_txt"]
-        if kind == "qa_choice" and self.settings["tasks"].get("match"):
-            values.update(mc_style="retrieval", size_txt=self.settings["tasks"]["match"][0]["size_txt"])
-        found = task_entry(Config(values, source=f"zero-shot {kind}"))
-        assert found is not None
-        self._zero_shot[kind] = {**found[1], "name": None}
-        return self._zero_shot[kind]
+        if name == "qamc" and self.settings["tasks"].get("retrieval"):
+            values.update(mc_style="retrieval", size_txt=self.settings["tasks"]["retrieval"][0]["size_txt"])
+        entry = get_task(name).inference_entry(Config(values, source=f"zero-shot {name}"))
+        if entry is None:
+            raise ValueError(f"task {name!r} has no predictor: it cannot be run on videos")
+        self._zero_shot[name] = {**entry, "name": None}
+        return self._zero_shot[name]
 
-    def _answer_space(self, entry: dict) -> dict[int, tuple[list[int], torch.Tensor]]:
-        """The QA answer list grouped by wordpiece count (as :class:`lib.tasks.qa_open.OpenQATask`)."""
-        key = tuple(entry["answers"])
-        if key not in self._answer_spaces:
-            self._answer_spaces[key] = layouts.answer_candidates(self.tok, list(key)).by_length()
-        return self._answer_spaces[key]
+    def _predictor(self, name: str, entry: dict) -> Predictor:
+        """The task's predictor for these settings (built once per entry)."""
+        key = id(entry)
+        if key not in self._predictors:
+            predictor_cls = get_task(name).predictor
+            if predictor_cls is None:
+                raise ValueError(f"task {name!r} has no predictor: it cannot be run on videos")
+            self._predictors[key] = predictor_cls(self.model, self.tok, entry)
+        return self._predictors[key]
+
+    def _run(
+        self,
+        name: str,
+        items: list,
+        rows: list[tuple[int, dict[str, Any]]],
+        task: str | None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Each row ``(video index into items, inputs)`` through the predictor of task ``name``: rows grouped
+        by (entry, variant), each group's videos encoded once, ``batch_size`` rows per call."""
+        name = canonical_name(name)
+        predictor_cls = get_task(name).predictor
+        groups: dict[tuple[int, str], tuple[dict, list[int]]] = {}
+        for r, (_, inputs) in enumerate(rows):
+            entry = self._entry(name, task, inputs)
+            variant = predictor_cls.variant(entry, inputs) if predictor_cls is not None else ""
+            groups.setdefault((id(entry), variant), (entry, []))[1].append(r)
+        results: list[dict | None] = [None] * len(rows)
+        for entry, members in groups.values():
+            predictor = self._predictor(name, entry)
+            videos = sorted({rows[r][0] for r in members})
+            column = {v: i for i, v in enumerate(videos)}
+            feats, masks = self._encode([items[v] for v in videos], entry)
+            for chunk in _batched(members, self.batch_size):
+                index = torch.tensor([column[rows[r][0]] for r in chunk], device=feats.device)
+                feat, mask = expand_video(feats, masks, index)
+                found = predictor.predict(feat, mask, [rows[r][1] for r in chunk], **options)
+                for r, result in zip(chunk, found):
+                    results[r] = result
+        return results  # type: ignore[return-value]
+
+    @_inference
+    def predict(
+        self,
+        task: str,
+        videos: VideoInput,
+        inputs: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        *,
+        entry: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Any registered task's predictor on ``videos`` with text ``inputs`` (a dict of what the task's
+        predictor reads, e.g. ``{"question": ...}``; one, or one per video; a single one is repeated):
+        one output dict per video, or the dict for one video and one input. ``entry`` picks a trained entry
+        by name; ``options`` go to the predictor (e.g. ``top_k``, ``beam_size``)."""
+        one_video, items = _as_list(videos, is_single_video)
+        one_input, rows_in = _as_list(inputs or {}, lambda x: isinstance(x, dict))
+        n = _broadcast(items, rows_in)
+        rows = [(i if len(items) > 1 else 0, _at(rows_in, i)) for i in range(n)]
+        out = self._run(task, items, rows, entry, **options)
+        return out[0] if one_video and one_input else out
 
     # ---- captioning
 
@@ -472,24 +442,9 @@ class Lavender:
     ) -> Any:
         """A caption per video (str), or ``{"caption", "score"}`` (mean log-probability per token)."""
         single, items = _as_list(videos, is_single_video)
-        entry = self._entry("caption", task)
-        out: list[Any] = []
-        for chunk in _batched(items, self.batch_size):
-            feat, mask = self._encode(chunk, entry)
-            captions = generate(
-                self.model,
-                self.tok,
-                feat,
-                mask,
-                beam_size=beam_size or entry["beam_size"],
-                max_gen_length=max_gen_length or entry["max_gen_length"],
-                size_txt=entry["size_txt"],
-                length_penalty=entry.get("length_penalty", 1.0),
-            )
-            texts = [c.text(self.tok) for c in captions]
-            out += (
-                [{"caption": t, "score": c.score} for t, c in zip(texts, captions)] if with_scores else texts
-            )
+        rows = [(i, {}) for i in range(len(items))]
+        found = self._run("captioning", items, rows, task, beam_size=beam_size, max_gen_length=max_gen_length)
+        out = found if with_scores else [r["caption"] for r in found]
         return out[0] if single else out
 
     # ---- question answering
@@ -515,166 +470,28 @@ class Lavender:
         one_video, items = _as_list(videos, is_single_video)
         one_question, qs = _as_list(questions, lambda q: isinstance(q, str))
         n = _broadcast(items, qs)
-        rows = [(i if len(items) > 1 else 0, _at(qs, i)) for i in range(n)]
+        video_of = [i if len(items) > 1 else 0 for i in range(n)]
         if options is None:
-            results = self._open_answers(items, rows, task, top_k)
-            out = [r if with_scores else r["answer"] for r in results]
+            rows = [(video_of[i], {"question": _at(qs, i)}) for i in range(n)]
+            entries = [self._entry("qaoe", task, inputs) for _, inputs in rows]
+            for entry in entries:
+                if not entry["answers"]:
+                    self._warn(
+                        "vocab", f"QA task {entry['name']} has no answer list: arg-max over the vocabulary"
+                    )
+            results = self._run("qaoe", items, rows, task, top_k=top_k)
         else:
             if isinstance(options, str) or len(options) == 0:
                 raise ValueError("options: give a list of option strings (or one list per question)")
             shared = all(isinstance(o, str) for o in options)
             opts = [list(options)] if shared else [list(o) for o in options]
-            _broadcast(opts, rows)
-            results = self._choice_answers(items, rows, [_at(opts, i) for i in range(n)], task)
-            out = [r if with_scores else r["answer"] for r in results]
+            _broadcast(opts, list(range(n)))
+            rows = [(video_of[i], {"question": _at(qs, i), "options": _at(opts, i)}) for i in range(n)]
+            results = self._run("qamc", items, rows, task)
+        out = [r if with_scores else r["answer"] for r in results]
         return out[0] if one_video and one_question else out
 
-    def _grouped(
-        self,
-        items: list,
-        rows: list[tuple[int, str]],
-        pick: Callable[[int], tuple[dict, str]],
-        run: Callable[[dict, str, torch.Tensor, torch.Tensor, list[int]], list[dict]],
-    ) -> list[dict]:
-        """Rows grouped by (settings, layout); each group's videos encoded once; ``run`` on row batches."""
-        groups: dict[tuple[int, str], tuple[dict, list[int]]] = {}
-        for r in range(len(rows)):
-            entry, style = pick(r)
-            groups.setdefault((id(entry), style), (entry, []))[1].append(r)
-        results: list[dict | None] = [None] * len(rows)
-        for (_, style), (entry, members) in groups.items():
-            videos = sorted({rows[r][0] for r in members})
-            column = {v: i for i, v in enumerate(videos)}
-            feats, masks = self._encode([items[v] for v in videos], entry)
-            for chunk in _batched(members, self.batch_size):
-                index = torch.tensor([column[rows[r][0]] for r in chunk], device=feats.device)
-                for r, result in zip(
-                    chunk, run(entry, style, *expand_video(feats, masks, index), list(chunk))
-                ):
-                    results[r] = result
-        return results  # type: ignore[return-value]
-
-    def _open_answers(
-        self, items: list, rows: list[tuple[int, str]], task: str | None, top_k: int
-    ) -> list[dict]:
-        def pick(r: int) -> tuple[dict, str]:
-            blank = "[MASK]" in rows[r][1]
-            entry = self._entry("qa_open", task, lambda e: (e["layout"] == "fill_blank") == blank)
-            layout = entry["layout"] if entry["layout"] != "auto" else ("fill_blank" if blank else "open")
-            if layout == "fill_blank" and rows[r][1].count("[MASK]") != 1:
-                raise ValueError(
-                    f"question {rows[r][1]!r}: the QA task {entry['name']} is fill-in-the-blank; the "
-                    "question needs exactly one [MASK] blank"
-                )
-            return entry, layout
-
-        def run(
-            entry: dict, layout: str, feat: torch.Tensor, mask: torch.Tensor, chunk: list[int]
-        ) -> list[dict]:
-            questions = [rows[r][1] for r in chunk]
-            build = layouts.fill_blank if layout == "fill_blank" else layouts.open_qa
-
-            def log_probs(k: int) -> torch.Tensor:
-                return masked_logits(
-                    self.model, feat, mask, build(self.tok, questions, entry["size_txt"], n_masks=k)
-                ).log_softmax(-1)
-
-            if not entry["answers"]:
-                self._warn(
-                    "vocab", f"QA task {entry['name']} has no answer list: arg-max over the vocabulary"
-                )
-                top = log_probs(1)[:, 0].topk(top_k, dim=-1)
-                names = [self.tok.convert_ids_to_tokens(row) for row in top.indices.tolist()]
-            else:
-                scores = torch.full((len(chunk), len(entry["answers"])), float("-inf"))
-                for k, (index, pieces) in self._answer_space(entry).items():
-                    lp = log_probs(k)
-                    scores[:, index] = layouts.score_candidates(lp, pieces.to(lp.device)).cpu()
-                top = scores.topk(min(top_k, scores.shape[1]), dim=-1)
-                names = [[entry["answers"][j] for j in row] for row in top.indices.tolist()]
-            return [
-                {"answer": ns[0], "top": list(zip(ns, map(float, vs)))}
-                for ns, vs in zip(names, top.values.tolist())
-            ]
-
-        return self._grouped(items, rows, pick, run)
-
-    def _choice_answers(
-        self, items: list, rows: list[tuple[int, str]], options: list[list[str]], task: str | None
-    ) -> list[dict]:
-        def pick(r: int) -> tuple[dict, str]:
-            wanted = "sequence" if rows[r][1].strip() else "retrieval"
-            entry = self._entry("qa_choice", task, lambda e: e["style"] in (wanted, "auto"))
-            style = wanted if entry["style"] == "auto" else entry["style"]
-            return entry, f"{style}/{len(options[r])}"
-
-        def run(
-            entry: dict, key: str, feat: torch.Tensor, mask: torch.Tensor, chunk: list[int]
-        ) -> list[dict]:
-            style, n = key.split("/")[0], len(options[chunk[0]])
-            questions, opts = [rows[r][1] for r in chunk], [options[r] for r in chunk]
-            ratio = entry.get("tf_score") == "ratio"
-            if style == "sequence":
-                scores = sequence_option_scores(
-                    lambda layout: masked_logits(self.model, feat, mask, layout)[:, 0],
-                    self.tok,
-                    questions,
-                    opts,
-                    entry["size_txt"],
-                    min(entry.get("shifts", 1), n),
-                    ratio,
-                )
-                best = scores.argmax(-1)
-            else:
-                layout = layouts.retrieval_mc(self.tok, questions, opts, entry["size_txt"])
-                feat, mask = expand_video(
-                    feat, mask, torch.arange(len(chunk), device=feat.device).repeat_interleave(n)
-                )
-                logits = masked_logits(self.model, feat, mask, layout)[:, 0]
-                ranker = layouts.true_false_ranker(entry.get("tf_score", "prob"))
-                rank = ranker(logits, self.true_id, self.false_id).view(-1, n)
-                scores = rank if ratio else torch.sigmoid(rank)  # shown as p("true")
-                best = rank.argmax(-1)
-            return [
-                {"answer": o[b], "index": b, "scores": s}
-                for o, b, s in zip(opts, best.tolist(), scores.cpu().tolist())
-            ]
-
-        return self._grouped(items, rows, pick, run)
-
     # ---- matching and retrieval
-
-    def _pair_scores(
-        self,
-        texts: list[str],
-        feats: torch.Tensor,
-        masks: torch.Tensor,
-        text_of: torch.Tensor,
-        video_of: torch.Tensor,
-        entry: dict,
-        probability: bool = False,
-    ) -> torch.Tensor:
-        """The true/false ranking score of each (text_of[i], video_of[i]) pair, ``pair_batch`` fusion rows
-        at a time (as :meth:`lib.tasks.retrieval.RetrievalTask.score_pairs`); p("true") if ``probability``."""
-        tf_score = entry.get("tf_score", "prob")
-        score = (
-            layouts.true_false_prob
-            if probability and tf_score == "prob"
-            else layouts.true_false_ranker(tf_score)
-        )
-        layout = layouts.vtm(self.tok, texts, entry["size_txt"])
-        return true_false_pair_scores(
-            self.model,
-            layout,
-            feats,
-            masks,
-            text_of,
-            video_of,
-            score,
-            self.true_id,
-            self.false_id,
-            int(entry.get("pair_batch", 256)),
-        )
 
     @_inference
     def match(self, videos: VideoInput, texts: str | Sequence[str], *, task: str | None = None) -> Any:
@@ -683,11 +500,12 @@ class Lavender:
         one_video, items = _as_list(videos, is_single_video)
         one_text, ts = _as_list(texts, lambda t: isinstance(t, str))
         n = _broadcast(items, ts)
-        entry = self._entry("match", task)
+        entry = self._entry("retrieval", task)
         feats, masks = self._encode(items, entry)
         video_of = torch.arange(n) if len(items) > 1 else torch.zeros(n, dtype=torch.long)
         text_of = torch.arange(n) if len(ts) > 1 else torch.zeros(n, dtype=torch.long)
-        scores = self._pair_scores(ts, feats, masks, text_of, video_of, entry, probability=True).tolist()
+        predictor = self._predictor("retrieval", entry)
+        scores = predictor.pair_scores(ts, feats, masks, text_of, video_of, probability=True).tolist()
         return scores[0] if one_video and one_text else scores
 
     @_inference
@@ -696,11 +514,9 @@ class Lavender:
         of "true" by default: the order of p("true"), without ties where it rounds to 1.0)."""
         _, ts = _as_list(texts, lambda t: isinstance(t, str))
         _, items = _as_list(videos, is_single_video)
-        entry = self._entry("match", task)
+        entry = self._entry("retrieval", task)
         feats, masks = self._encode(items, entry)
-        text_of = torch.arange(len(ts)).repeat_interleave(len(items))
-        video_of = torch.arange(len(items)).repeat(len(ts))
-        return self._pair_scores(ts, feats, masks, text_of, video_of, entry).view(len(ts), len(items)).numpy()
+        return self._predictor("retrieval", entry).score_matrix(ts, feats, masks)
 
     def retrieve(
         self,

@@ -7,6 +7,7 @@
     python -m lib.predict --ckpt DIR answer a.mp4 b.mp4 --question "what moves?" --options circle square
     python -m lib.predict --ckpt DIR retrieve --videos videos/ --texts "red circles" "a blue square" --top_k 3
     python -m lib.predict --ckpt DIR match a.mp4 --text "two red circles move left"
+    python -m lib.predict --ckpt DIR run qaoe a.mp4 --input '{"question": "what moves?"}'  # any task
 
 Inputs: video files, folders (their videos, sorted by name) and frame TSVs (``.tsv``: each row is a video
 named by its id). A video file goes through the frame extractor's own code, so it gives what its TSV row
@@ -21,6 +22,7 @@ Output, one line per video (per text for retrieve):
               with --options: {"video", "question", "options", "answer", "index", "scores"}
     retrieve  {"text", "results": [{"video", "score"}, ...]}   best first
     match     {"video", "text", "score"}                score: p("true") of the pair
+    run       {"video", "task", **inputs, **the task predictor's output}
 """
 
 from __future__ import annotations
@@ -80,6 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     match = command("match", "the true/false score of every video with a text")
     match.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files, folders, frame TSVs")
     match.add_argument("--text", required=True, help="the text to match")
+    run = command("run", "any registered task's predictor on every video (lib.tasks.registry)")
+    run.add_argument("task_name", metavar="TASK", help="a registered task name, e.g. qaoe, captioning")
+    run.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files, folders, frame TSVs")
+    run.add_argument(
+        "--input",
+        default="{}",
+        type=json.loads,
+        help="the text inputs as a JSON object, e.g. '{\"question\": ..}'",
+    )
     args = parser.parse_args(argv)
     if not args.ckpt:
         parser.error("--ckpt is required (a checkpoint folder, e.g. _snapshot/demo/run/model)")
@@ -95,7 +106,11 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=default(None),
         help="checkpoint folder (required; or a reference .pt with --reference_args)",
     )
-    parser.add_argument("--task", default=default(None), help="which trained task of the kind to use (name)")
+    parser.add_argument(
+        "--task",
+        default=default(None),
+        help="which trained entry of the task to use (its name, e.g. msrvtt-qa)",
+    )
     parser.add_argument(
         "--device", default=default(None), help="cpu, cuda, cuda:1 (default: cuda if present)"
     )
@@ -217,6 +232,14 @@ def run_command(model, args: argparse.Namespace, out: Output) -> None:
         def predict(videos: list) -> list[Record]:
             scores = model.match(videos, [args.text], task=args.task)
             return [{"video": v.name, "text": args.text, "score": s} for v, s in zip(videos, scores)]
+
+    elif args.command == "run":
+
+        def predict(videos: list) -> list[Record]:
+            outputs = model.predict(args.task_name, videos, args.input, entry=args.task)
+            return [
+                {"video": v.name, "task": args.task_name, **args.input, **o} for v, o in zip(videos, outputs)
+            ]
 
     else:
         retrieve(model, args, out)

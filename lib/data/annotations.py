@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -88,6 +89,16 @@ class CaptionItem:
     def text(self) -> str:
         """All sentences joined by a space (what evaluation uses)."""
         return " ".join(self.sentences)
+
+
+def caption_text(item: CaptionItem, train: bool, rng: random.Random) -> str:
+    """A paragraph's sentences: a random non-empty ordered subset in training (Frozen-style), all in eval."""
+    sentences = [s for s in item.sentences if s.strip()] or list(item.sentences)
+    if not train or len(sentences) == 1:
+        return " ".join(sentences)
+    k = rng.randint(1, len(sentences))
+    keep = sorted(rng.sample(range(len(sentences)), k))
+    return " ".join(sentences[i] for i in keep)
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,3 +167,14 @@ def stack_clips(items: Sequence[dict[str, Any]]) -> torch.Tensor:
         ids = [item["id"] for item in items]
         raise ValueError(f"clips of one batch differ in shape {sorted(shapes)} (videos {ids})")
     return torch.stack(clips)
+
+
+def stack_clips_padded(items: list[dict[str, Any]]) -> torch.Tensor:
+    """(B, T, 3, H, W) like :func:`stack_clips`; one-frame clips are repeated to the batch's frame count."""
+    frames = max(item["video"].shape[0] for item in items)
+
+    def padded(item: dict[str, Any]) -> dict[str, Any]:
+        clip = item["video"]
+        return {**item, "video": clip.expand(frames, -1, -1, -1)} if clip.shape[0] == 1 else item
+
+    return stack_clips([padded(item) for item in items])

@@ -44,7 +44,7 @@ _IMG_TRANSFORMS = ("img_rand_crop", "img_center_crop", "pad_resize", "vid_rand_c
 # fmt: off
 SCHEMA: tuple[Key, ...] = (
     # ---- task and data
-    Key("type", str, "", "task family: pretrain, retrieval, qaoe, qamc, captioning, multi-task"),
+    Key("type", str, "", "a registered task (pretrain, retrieval, qaoe, qamc, captioning, …) or multi-task"),
     Key("task", str, "", "task name, e.g. msrvtt-retrieval, msrvtt-qa, tgif-action, msrvtt-cap"),
     Key("dataset", str | list[str], "", "dataset name (a list for pretraining, e.g. [webvid2.5m, cc3m])"),
     Key("datasets", list[dict], [], "multi-task: per-task dicts whose keys override the global ones"),

@@ -547,7 +547,12 @@ def build_from_pretrained_parts(
     swin_ckpt: str | Path | None = None,
     swin_init: str = "random",
 ) -> LavenderModel:
-    """See :meth:`LavenderModel.from_pretrained_parts`."""
+    """A model from a LOCAL Hugging Face BERT folder and/or a Video Swin checkpoint.
+
+    ``swin_init``: "3d" (Kinetics Video Swin ``.pth``), "2d" (inflate an ImageNet Swin), or "random".
+    The BERT folder's config.json sets the fusion width / layers / heads. What was loaded, missing or made
+    fresh is in ``model.load_reports``.
+    """
     if swin_init not in ("3d", "2d", "random"):
         raise ValueError(f"swin_init must be '3d', '2d' or 'random', got {swin_init!r}")
     if (swin_init == "random") != (swin_ckpt is None):

@@ -56,6 +56,7 @@ explodes it) and can rank candidates differently from the softmax.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -187,6 +188,20 @@ def _supervise(ids: torch.Tensor, mask_pos: torch.Tensor, n_masks: int, targets:
 
 # ----------------------------------------------------------------------------------------------------
 # Video-text matching, retrieval, retrieval-style multiple choice
+
+
+def vtm_pairs(n: int, n_neg: int, rng: random.Random) -> tuple[list[int], list[int], list[bool]]:
+    """Matching pairs of a batch of ``n`` (video, text) samples: for each video i, (i, own text, True) then
+    ``n_neg`` (i, text of another sample, False) - the rows of a :func:`vtm` layout."""
+    video, text, matched = [], [], []
+    n_neg = min(n_neg, n - 1)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for j in [i, *rng.sample(others, n_neg)]:
+            video.append(i)
+            text.append(j)
+            matched.append(j == i)
+    return video, text, matched
 
 
 def vtm(tok, texts: Sequence[str], size_txt: int, matched: Sequence[bool] | None = None) -> Layout:

@@ -453,6 +453,8 @@ class SwinStage(nn.Module):
 class SwinTransformer3D(nn.Module):
     """Video Swin backbone: (B, 3, T, H, W) -> (B, T, H/32, W/32, embed_dim * 2**(stages-1))."""
 
+    keeps_own_init = True  # the fusion model's BERT init leaves the Swin's own init alone
+
     def __init__(
         self,
         embed_dim: int = 128,

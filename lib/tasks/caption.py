@@ -23,28 +23,91 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lib.data.annotations import write_json_atomic
+import torch
+
+from lib.data.annotations import caption_text, write_json_atomic
+from lib.data.datasets import stack_clips_padded
 from lib.engine import distributed as D
+from lib.engine.config import Config
 from lib.metrics.caption import coco_scores
 from lib.model import layouts
-from lib.tasks.common import AnnotatedTask, clip_dataset, eval_batches, model_device
-from lib.tasks.decode import caption_videos
-from lib.tasks.pretrain import masked_token_loss, stack_clips_padded
-from lib.tasks.retrieval import caption_text
+from lib.model.mlm import masked_token_loss
+from lib.tasks.common import AnnotatedTask, Predictor, Task, clip_dataset, eval_batches, model_device
+from lib.tasks.decode import Caption, generate
+from lib.tasks.registry import register_task
 
 
+class CaptionPredictor(Predictor):
+    """Captions decoded with the MLM head (:mod:`lib.tasks.decode`): greedy, or beam search.
+
+    Settings: ``size_txt``, ``beam_size``, ``max_gen_length``, ``length_penalty``."""
+
+    def captions(
+        self,
+        feat: torch.Tensor,
+        mask: torch.Tensor,
+        beam_size: int | None = None,
+        max_gen_length: int | None = None,
+    ) -> list[Caption]:
+        """One caption per video (``beam_size`` / ``max_gen_length`` override the settings)."""
+        return generate(
+            self.model,
+            self.tok,
+            feat,
+            mask,
+            beam_size=beam_size or int(self.settings["beam_size"]),
+            max_gen_length=max_gen_length or int(self.settings["max_gen_length"]),
+            size_txt=int(self.settings["size_txt"]),
+            length_penalty=float(self.settings.get("length_penalty", 1.0)),
+        )
+
+    def predict(
+        self,
+        feat: torch.Tensor,
+        mask: torch.Tensor,
+        inputs: Sequence[Mapping[str, Any]],
+        beam_size: int | None = None,
+        max_gen_length: int | None = None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """``{"caption", "score"}`` per video (score: mean log-probability per generated token)."""
+        found = self.captions(feat, mask, beam_size, max_gen_length)
+        return [{"caption": c.text(self.tok), "score": c.score} for c in found]
+
+
+@register_task("captioning", aliases=("caption",))
 class CaptionTask(AnnotatedTask):
-    family = "captioning"
-    kind = "caption"
+    annotation_format = "retrieval"
+    predictor = CaptionPredictor
 
     def __init__(self, cfg, tokenizer, name: str | None = None):
         super().__init__(cfg, tokenizer, name)
         self.beam_size = cfg.beam_size
         self.backend = cfg.caption_eval_backend
         self.val_backend = cfg.caption_val_backend or cfg.caption_eval_backend
+
+    @classmethod
+    def inference_entry(cls, cfg: Config, task: Task | None = None) -> dict[str, Any] | None:
+        return {
+            **(super().inference_entry(cfg, task) or {}),
+            "max_gen_length": cfg.max_gen_length,
+            "beam_size": cfg.beam_size,
+            "length_penalty": 1.0,
+        }
+
+    @classmethod
+    def protocol(cls, entry: Mapping[str, Any]) -> str:
+        beam = int(entry.get("beam_size", 1))
+        decoding = "greedy" if beam == 1 else f"beam search, {beam} beams"
+        return (
+            f"one caption per video ({decoding}, at most {entry.get('max_gen_length')} words), BLEU-1..4, "
+            "METEOR, ROUGE-L and CIDEr against every reference caption of the video (pycocoevalcap, or its "
+            "Java-free fallback)"
+        )
 
     # ---- training
 
@@ -74,20 +137,12 @@ class CaptionTask(AnnotatedTask):
         """``{"video", "caption", "score"}`` for every distinct video of the split, from all ranks."""
         dataset = clip_dataset(self.cfg, self.store, self.ann[split], train=False, videos_only=True)
         device = model_device(model)
+        predictor = self.make_predictor(model)
         local = []
         for batch in eval_batches(dataset, self.cfg.size_batch, lambda b: b, self.cfg.n_workers):
-            captions = caption_videos(
-                model,
-                self.tok,
-                stack_clips_padded(batch).to(device),
-                beam_size=self.beam_size,
-                max_gen_length=self.cfg.max_gen_length,
-                size_txt=self.cfg.size_txt,
-            )
-            local += [
-                {"video": item["id"], "caption": c.text(self.tok), "score": c.score}
-                for item, c in zip(batch, captions)
-            ]
+            feat, mask = model.encode_video(stack_clips_padded(batch).to(device))
+            found = predictor.predict(feat, mask, [{}] * len(batch))
+            local += [{"video": item["id"], **c} for item, c in zip(batch, found)]
         return D.gather_eval(local)
 
     def evaluate(self, model, split: str) -> dict[str, float]:

@@ -1,18 +1,28 @@
-"""What every task shares: local pretrained folders, the tokenizer, data paths, clip transforms, eval loaders,
-and running the model on a batch laid out by :mod:`lib.model.layouts`.
+"""What every task shares: the :class:`Task` and :class:`Predictor` contracts, local pretrained folders, the
+tokenizer, data paths, clip transforms and evaluation loaders.
 
-A task module (``lib/tasks/<family>.py``) subclasses :class:`Task`: it builds its datasets from the config,
-turns a batch into a loss (``train_stream``), and evaluates a split (``evaluate``). It never runs a
-training loop: that is :mod:`lib.engine.trainer`.
+A task is ONE module (``lib/tasks/<task>.py``) that registers a :class:`Task` subclass by name
+(:func:`lib.tasks.registry.register_task`) and declares, in that one place:
+
+* its data: ``annotation_format`` (a format of :mod:`lib.data.annotations`) read from ``txt_{task}.json``;
+* its layout and loss: ``collate_train`` (texts laid out by :mod:`lib.model.layouts`) and ``step`` (a loss
+  through the MLM head's operations, :mod:`lib.model.mlm`), as training streams of the one engine;
+* its evaluation: ``eval_splits`` and ``evaluate`` (metrics of :mod:`lib.metrics`);
+* its inference: ``predictor``, a :class:`Predictor` subclass that scores encoded videos and text inputs
+  without any annotation file or TSV, built from the task's checkpoint ``settings``
+  (:meth:`Task.inference_entry`). The task's evaluation and :mod:`lib.api` both call it, so they cannot
+  drift apart; ``protocol`` says in one sentence how the task is evaluated (the model card).
+
+A task never runs a training loop (that is :mod:`lib.engine.trainer`) and never imports another task.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -23,8 +33,6 @@ from lib.data.frames import ClipTransform
 from lib.engine import distributed as D
 from lib.engine.config import Config, ConfigError
 from lib.engine.trainer import TrainStream
-from lib.model.lavender import FusionContext
-from lib.model.layouts import Layout
 
 MINILM_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm")
 
@@ -125,103 +133,59 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-# ------------------------------------------------------------------------------------------------ model
-
-
-def logits_at(
-    model,
-    video_feat: torch.Tensor,
-    video_mask: torch.Tensor,
-    layout: Layout,
-    positions: torch.Tensor | None = None,
-    video_index: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Run the fusion encoder on (video, text) and the MLM head at ``positions`` only.
-
-    ``positions``: (B,) or (B, k) token indices into the text; default ``layout.mask_index()``.
-    ``video_index``: (B,) the video of each text row (default: see ``LavenderModel.fuse``); rows that share a
-    video share its fused tokens where the model's attention allows it.
-    Returns (B, V) or (B, k, V) logits.
-    """
-    device = video_feat.device
-    ids, mask = layout.ids.to(device), layout.mask.to(device)
-    text = model.embed_text(ids, mask, causal=layout.attn == "seq2seq")
-    hidden = model.fuse(
-        video_feat, video_mask, text, mask, attn=layout.attn, task=layout.task, video_index=video_index
-    )
-    if positions is None:
-        index, squeeze = layout.mask_index().to(device), layout.n_masks == 1
-    else:
-        index, squeeze = positions.to(device), positions.dim() == 1
-    index = index.view(index.shape[0], -1)
-    picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-    logits = model.mlm_logits(picked)
-    return logits[:, 0] if squeeze else logits
-
-
-def true_false_pair_scores(
-    model,
-    layout: Layout,
-    video: torch.Tensor | FusionContext,
-    video_mask: torch.Tensor | None,
-    text_of: torch.Tensor,
-    video_of: torch.Tensor,
-    score: Callable[[torch.Tensor, int, int], torch.Tensor],
-    true_id: int,
-    false_id: int,
-    pair_batch: int,
-) -> torch.Tensor:
-    """``score`` of the "true"/"false" logits of each (text row ``text_of[i]`` of the true/false ``layout``,
-    video ``video_of[i]``) pair, ``pair_batch`` fusion rows at a time; (len(text_of),) on the CPU.
-
-    ``video``: video tokens with ``video_mask``, or their :class:`FusionContext` (where video ignores text,
-    tokens are fused once here for every pair). The head runs in float32 on the two columns only: ranking
-    many videos, bf16 logits would round close scores to ties."""
-    if not isinstance(video, FusionContext) and model.shares_video("full"):
-        video = model.fusion_context(video, video_mask, layout.task)
-    device = video.device
-    ids, text_mask, pos = (x.to(device) for x in (layout.ids, layout.mask, layout.mask_pos))
-    emb = model.embed_text(ids, text_mask)
-    pair = torch.tensor([true_id, false_id], device=device)
-    text_of, video_of = text_of.to(device), video_of.to(device)
-    out = torch.empty(len(text_of))
-    step = max(1, pair_batch)
-    for start in range(0, len(out), step):
-        t, v = text_of[start : start + step], video_of[start : start + step]
-        hidden = model.fuse(
-            video, video_mask, emb[t], text_mask[t], attn="full", task=layout.task, video_index=v
-        )
-        h = hidden[torch.arange(len(t), device=device), pos[t]]
-        out[start : start + len(t)] = score(model.mlm_logits(h, exact=True, vocab=pair).float(), 0, 1).cpu()
-    return out
-
-
-def supervised_labels(layout: Layout) -> torch.Tensor:
-    """The labels at the layout's [MASK] positions: (B,) or (B, n_masks)."""
-    labels = layout.labels.gather(1, layout.mask_index())
-    return labels[:, 0] if layout.n_masks == 1 else labels
-
-
-def expand_video(
-    feat: torch.Tensor, mask: torch.Tensor, index: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Video features repeated for rows that share a video (``index[i]`` = the video of row i)."""
-    index = index.to(feat.device)
-    return feat.index_select(0, index), mask.index_select(0, index)
-
-
 # ------------------------------------------------------------------------------------------------- task
 
 
-class Task:
-    """One task bound to one (per-task) config: data, training loss, evaluation."""
+class Predictor:
+    """A task's data-free scoring: encoded videos + text inputs -> outputs, with the task's checkpoint
+    ``settings`` (:meth:`Task.inference_entry`). Built by the task's evaluation and by :mod:`lib.api`.
 
-    family = ""
+    Subclasses implement :meth:`predict` (one output dict per input row) and may narrow :meth:`fits` (which
+    of several trained tasks serves an input) and :meth:`variant` (inputs of one variant are batched
+    together, e.g. a layout or a number of options).
+    """
+
+    def __init__(self, model, tokenizer, settings: Mapping[str, Any]):
+        self.model = model
+        self.tok = tokenizer
+        self.settings = dict(settings)
+
+    @staticmethod
+    def fits(settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> bool:
+        """Whether a task with these settings suits this input row (the first that fits is used)."""
+        return True
+
+    @staticmethod
+    def variant(settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+        """Rows of one variant are scored in one batch."""
+        return ""
+
+    def predict(
+        self, feat: torch.Tensor, mask: torch.Tensor, inputs: Sequence[Mapping[str, Any]], **options: Any
+    ) -> list[dict[str, Any]]:
+        """One output per input row; row i is about video i of ``feat``/``mask`` (repeat a video's tokens
+        for several rows with :func:`lib.model.mlm.expand_video`)."""
+        raise NotImplementedError
+
+
+class Task:
+    """One task bound to one (per-task) config: data, training loss, evaluation, inference settings.
+
+    Class attributes a task module sets: ``type_name`` (set by ``register_task``), ``predictor`` (its
+    :class:`Predictor`, or None for a training-only task), ``serves`` (the registered task whose predictor
+    and checkpoint entry it provides, when not its own: pretraining's matching head serves retrieval).
+    """
+
+    type_name: ClassVar[str] = ""
+    predictor: ClassVar[type[Predictor] | None] = None
+    serves: ClassVar[str | None] = None
 
     def __init__(self, cfg: Config, tokenizer, name: str | None = None):
         self.cfg = cfg
         self.tok = tokenizer
-        self.name = name or cfg.task or self.family
+        self.name = name or cfg.task or self.type_name
+
+    # ---- training
 
     def train_stream(self) -> TrainStream | None:
         """The stream of training batches (None: this task is evaluation-only)."""
@@ -246,12 +210,65 @@ class Task:
             name, dataset, self.collate_train, cfg.size_batch, self.step, cfg.task_weight, cfg.task_start
         )
 
+    # ---- evaluation
+
     def eval_splits(self) -> list[str]:
         """Splits to evaluate (val/test present in the annotation file)."""
         return []
 
     def evaluate(self, model, split: str) -> dict[str, float]:
         raise NotImplementedError
+
+    def frame_table(self) -> Path | None:
+        """The frame TSV the task reads (a checkpoint records how its frames were extracted)."""
+        return None
+
+    # ---- inference
+
+    @classmethod
+    def serving_name(cls) -> str:
+        """The registered task whose checkpoint entry (and predictor) this task provides."""
+        return cls.serves or cls.type_name
+
+    @classmethod
+    def inference_entry(cls, cfg: Config, task: Task | None = None) -> dict[str, Any] | None:
+        """This task's settings in a checkpoint (what its predictor needs), or None when it has none.
+        With the Task object, what it derived from its data is used (e.g. the QA answer list); from a config
+        alone those stay "auto" / empty. Subclasses extend the common part."""
+        if cls.predictor is None:
+            return None
+        name = cfg.task or cfg.type or cls.type_name
+        return {"name": name, "size_txt": cfg.size_txt, "video": clip_settings(cfg)}
+
+    @classmethod
+    def protocol(cls, entry: Mapping[str, Any]) -> str:
+        """One sentence on how the task is evaluated (for the model card)."""
+        return "evaluated by its task module"
+
+    def settings(self) -> dict[str, Any]:
+        """This task's checkpoint entry, from its config and what it derived from its data."""
+        entry = self.inference_entry(self.cfg, self)
+        if entry is None:
+            raise ValueError(f"task {self.type_name!r} has no predictor")
+        return entry
+
+    def make_predictor(self, model) -> Predictor:
+        """The predictor its evaluation uses: exactly what a checkpoint of this task gives :mod:`lib.api`
+        (built once per model)."""
+        if self.predictor is None:
+            raise ValueError(f"task {self.type_name!r} has no predictor")
+        cached = getattr(self, "_predictor", None)
+        if cached is None or cached.model is not model:
+            cached = self._predictor = self.predictor(model, self.tok, self.settings())
+        return cached
+
+
+def clip_settings(cfg: Config) -> dict[str, Any]:
+    """How stored frames become the model's clip at evaluation: frames sampled, side, transform (a random
+    crop of training is the center crop at evaluation, and is recorded as such)."""
+    transform = clip_transform(cfg, train=False)
+    mode = transform.mode.replace("rand_crop", "center_crop")
+    return {"size_frame": cfg.size_frame, "size_img": transform.size_img, "transform": mode}
 
 
 def clip_dataset(cfg: Config, store: VideoStore, records: Sequence[Any], train: bool, **kw) -> ClipDataset:
@@ -274,14 +291,14 @@ def eval_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class AnnotatedTask(Task):
-    """A task over one annotation file (``txt_{task}.json``) of ``kind`` and one frame store.
+    """A task over one annotation file (``txt_{task}.json``) of ``annotation_format`` and one frame store.
 
     Items whose video is not in the store (or that are malformed) raise an error naming the file, split,
     item and key; with ``on_bad_item: skip`` they are skipped, counted per split, and counted as wrong
     answers by :meth:`official_size`. Subclasses give ``collate_train``/``step`` and ``evaluate``.
     """
 
-    kind = ""
+    annotation_format: ClassVar[str] = ""  # a format of lib.data.annotations
     groups_items = False  # whether collate_train takes items of several records (items_per_video > 1)
 
     def __init__(self, cfg: Config, tokenizer, name: str | None = None):
@@ -290,7 +307,7 @@ class AnnotatedTask(Task):
         self.store = open_store(cfg, cfg.dataset)
         self.ann = load_annotations(
             txt_path(cfg, cfg.task),
-            self.kind,
+            self.annotation_format,
             video_ids=self.store.ids(),
             on_error=self.on_bad_item,
             **self.annotation_options(),
@@ -299,6 +316,9 @@ class AnnotatedTask(Task):
     def annotation_options(self) -> dict[str, Any]:
         """Extra keyword arguments of :func:`load_annotations` for this kind."""
         return {}
+
+    def frame_table(self) -> Path | None:
+        return Path(self.store.paths[0])
 
     def first_record(self) -> Any | None:
         """The first item of the file (train, then val, then test), to detect its style."""

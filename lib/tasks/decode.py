@@ -6,7 +6,7 @@ and reads the next word from the MLM logits at the ``[MASK]``; a caption ends at
 (:func:`caption_videos` does it); its tokens are reused for every step and every beam.
 
 Recomputation. Under the "seq2seq" mask video tokens attend only to video, so their fused states (every
-layer's keys and values, :class:`lib.model.lavender.FusionContext`) are computed once per batch and shared
+layer's keys and values, :class:`lib.model.bert.FusionContext`) are computed once per batch and shared
 by every step and every beam. Each step re-runs the text positions of the whole prefix: a text position
 attends only to the video and to earlier text positions, so the prefix's states do not depend on what
 follows and this recomputation is exact. A key/value cache of the text prefix would give the same numbers
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 
 from lib.model import layouts
-from lib.model.lavender import FusionContext
-from lib.tasks.common import logits_at
+from lib.model.bert import FusionContext
+from lib.model.mlm import logits_at
 
 CAPTION_TASK = "cap"  # the task token of the caption layouts (lib.model.layouts.caption_step)
 

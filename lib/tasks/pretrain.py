@@ -6,7 +6,7 @@ ONE MLM head, summed with equal weight (``pretrain_tasks``: any of "mtm", "vtm")
   (the head runs on those rows, never on the whole sequence).
 * VTM: every video with its own text ("true") and ``vtm_negatives`` texts of other samples ("false") at
   a ``[MASK]`` after the padding (:func:`lib.model.layouts.vtm`, pairs from
-  :func:`lib.tasks.retrieval.vtm_pairs`). The texts are the clean ones (the reference reused its
+  :func:`lib.model.layouts.vtm_pairs`). The texts are the clean ones (the reference reused its
   MLM-corrupted texts, a side effect of sharing features; clean texts are what matching is evaluated on).
   Negatives come from the rank's batch (reference); ``vtm_negatives_global: true`` draws them from the
   texts of every rank's batch instead (the texts are all-gathered in the step, so every rank must run
@@ -42,25 +42,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lib.data.annotations import AnnotationFile, PretrainItem, RecordList, load_annotations
-from lib.data.datasets import VideoStore, stack_clips
+from lib.data.datasets import VideoStore, stack_clips_padded
 from lib.data.tsv import shard_paths
 from lib.engine import distributed as D
 from lib.engine.config import Config
 from lib.engine.trainer import TrainStream
 from lib.model import layouts
-from lib.tasks.common import (
-    Task,
-    clip_dataset,
-    eval_batches,
-    logits_at,
-    model_device,
-    open_store,
-    txt_path,
-)
-from lib.tasks.retrieval import vtm_loss_on_features, vtm_pairs
+from lib.model.mlm import logits_at, masked_token_logits, masked_token_loss, matching_loss
+from lib.tasks.common import Task, clip_dataset, eval_batches, model_device, open_store, txt_path
+from lib.tasks.registry import get_task, register_task
 
 logger = logging.getLogger(__name__)
 
@@ -96,29 +88,6 @@ def mlm_layout(
     return layouts.Layout(ids, base.mask, labels)
 
 
-def masked_token_logits(
-    model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # one text row per video
-    """Fusion over (video, text), then the MLM head at the supervised positions only.
-
-    Returns (logits (M, V), labels (M,), row (M,)) for the M positions whose label is not ignored.
-    """
-    device = feat.device
-    ids, text_mask = layout.ids.to(device), layout.mask.to(device)
-    text = model.embed_text(ids, text_mask, causal=layout.attn == "seq2seq")
-    hidden = model.fuse(feat, mask, text, text_mask, attn=layout.attn, task=layout.task)
-    supervised = layout.labels.to(device) != layouts.IGNORE_INDEX
-    logits = model.mlm_logits(hidden[supervised])
-    return logits, layout.labels.to(device)[supervised], supervised.nonzero()[:, 0]
-
-
-def masked_token_loss(model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout) -> dict:
-    """Cross-entropy at the supervised positions of ``layout`` (MTM, caption training) and its accuracy."""
-    logits, labels, _ = masked_token_logits(model, feat, mask, layout)
-    loss = F.cross_entropy(logits.float(), labels)
-    return {"loss": loss, "acc": (logits.argmax(-1) == labels).float().mean()}
-
-
 def global_vtm_pairs(
     texts: list[str], n_neg: int, rng: random.Random
 ) -> tuple[list[int], list[str], list[bool]]:
@@ -151,17 +120,6 @@ def matching_candidates(texts: list[str], n_neg: int, seed: int) -> list[list[in
         picked = rng.choice(len(others), size=min(n_neg, len(others)), replace=False) if others else []
         out.append([i, *(others[p] for p in picked)])
     return out
-
-
-def stack_clips_padded(items: list[dict[str, Any]]) -> torch.Tensor:
-    """(B, T, 3, H, W) like :func:`stack_clips`; one-frame clips are repeated to the batch's frame count."""
-    frames = max(item["video"].shape[0] for item in items)
-
-    def padded(item: dict[str, Any]) -> dict[str, Any]:
-        clip = item["video"]
-        return {**item, "video": clip.expand(frames, -1, -1, -1)} if clip.shape[0] == 1 else item
-
-    return stack_clips([padded(item) for item in items])
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -232,8 +190,9 @@ class PretrainSource:
 # ------------------------------------------------------------------------------------------------ task
 
 
+@register_task("pretrain")
 class PretrainTask(Task):
-    family = "pretrain"
+    serves = "retrieval"  # its matching head is retrieval's: a checkpoint with VTM can match and retrieve
 
     def __init__(self, cfg: Config, tokenizer, name: str | None = None):
         super().__init__(cfg, tokenizer, name)
@@ -244,6 +203,16 @@ class PretrainTask(Task):
         self.global_negatives = cfg.vtm_negatives_global
         self.sources = [PretrainSource.open(cfg, d) for d in dataset_names(cfg)]
         self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
+
+    @classmethod
+    def inference_entry(cls, cfg: Config, task: Task | None = None) -> dict[str, Any] | None:
+        """Retrieval's entry when the run trains matching (VTM); none for MTM alone."""
+        if "vtm" not in cfg.pretrain_tasks:
+            return None
+        return get_task(cls.serving_name()).inference_entry(cfg, None)
+
+    def frame_table(self) -> Path | None:
+        return Path(self.sources[0].store.paths[0]) if self.sources else None
 
     def eval_splits(self) -> list[str]:
         return ["val"] if any(len(s.splits.get("val", ())) for s in self.sources) else []
@@ -279,7 +248,7 @@ class PretrainTask(Task):
         if "mtm" in self.objectives:
             batch["mtm"] = mlm_layout(self.tok, texts, self.cfg.size_txt, self.cfg.p_mask)
         if "vtm" in self.objectives and not self.global_negatives:
-            video, text, matched = vtm_pairs(len(items), self.n_negatives, rng)
+            video, text, matched = layouts.vtm_pairs(len(items), self.n_negatives, rng)
             batch["vtm"] = layouts.vtm(self.tok, [texts[j] for j in text], self.cfg.size_txt, matched)
             batch["pair_video"] = torch.tensor(video)
         return batch
@@ -298,7 +267,7 @@ class PretrainTask(Task):
                 pair_video = torch.tensor(video)
             else:
                 layout, pair_video = batch["vtm"], batch["pair_video"]
-            vtm = vtm_loss_on_features(model, feat, mask, layout, pair_video)
+            vtm = matching_loss(model, feat, mask, layout, pair_video)
             out["vtm_loss"], out["vtm_acc"] = vtm["loss"], vtm["acc"]
         out["loss"] = sum(out[f"{o}_loss"] for o in self.objectives)
         return out

@@ -22,7 +22,7 @@ evaluated on exactly one rank.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,8 +32,14 @@ from lib.data.datasets import item_rows, stack_clips
 from lib.engine.config import Config
 from lib.metrics.qa import mc_accuracy
 from lib.model import layouts
-from lib.tasks.common import AnnotatedTask
-from lib.tasks.qa_open import masked_labels, masked_logits
+from lib.model.mlm import masked_labels, masked_logits
+from lib.tasks.common import AnnotatedTask, Predictor, Task
+from lib.tasks.registry import register_task
+
+TF_SCORES = {
+    "prob": "2-way softmax over the 'true'/'false' logits",
+    "ratio": "the reference's raw-logit ratio l_true / (l_true + l_false)",
+}
 
 
 def shift_offsets(n_options: int, shifts: int) -> list[int]:
@@ -74,9 +80,83 @@ def sequence_option_scores(
     return total / len(offsets)
 
 
+def style_of(question: str, style: str = "auto") -> str:
+    """The multiple-choice style of a question: "retrieval" when it is empty (each option is its own
+    sequence), else "sequence"; a given style other than "auto" wins."""
+    return style if style != "auto" else ("sequence" if question.strip() else "retrieval")
+
+
+class ChoicePredictor(Predictor):
+    """Multiple-choice option scores, in the task's style (see the module).
+
+    Settings: ``size_txt``, ``style`` ("sequence", "retrieval" or "auto": by the question, as in training),
+    ``tf_score``, ``shifts`` (cyclic shifts of the option order averaged in the "sequence" style)."""
+
+    def __init__(self, model, tokenizer, settings: Mapping[str, Any]):
+        super().__init__(model, tokenizer, settings)
+        self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
+        self.ratio = self.settings.get("tf_score", "prob") == "ratio"
+
+    @staticmethod
+    def fits(settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> bool:
+        return settings.get("style", "auto") in (style_of(inputs["question"]), "auto")
+
+    @staticmethod
+    def variant(settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+        style = style_of(inputs["question"], settings.get("style", "auto"))
+        return f"{style}/{len(inputs['options'])}"
+
+    def scores(
+        self,
+        feat: torch.Tensor,
+        mask: torch.Tensor,
+        questions: list[str],
+        options: list[list[str]],
+        style: str,
+        video_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, O) ranking scores of every option of each question (on video ``video_index[i]``, default i):
+        the option digits' probabilities ("sequence"), or the true/false ranking score ("retrieval")."""
+        if video_index is None:
+            video_index = torch.arange(feat.shape[0], device=feat.device)
+        size_txt = int(self.settings["size_txt"])
+        n = len(options[0])
+        if style == "sequence":
+            return sequence_option_scores(
+                lambda layout: masked_logits(self.model, feat, mask, layout, video_index)[:, 0],
+                self.tok,
+                questions,
+                options,
+                size_txt,
+                min(int(self.settings.get("shifts", 1)), n),
+                self.ratio,
+            )
+        layout = layouts.retrieval_mc(self.tok, questions, options, size_txt)
+        logits = masked_logits(self.model, feat, mask, layout, video_index.repeat_interleave(n))[:, 0]
+        ranker = layouts.true_false_ranker(self.settings.get("tf_score", "prob"))
+        return ranker(logits, self.true_id, self.false_id).view(-1, n).cpu()
+
+    def predict(
+        self, feat: torch.Tensor, mask: torch.Tensor, inputs: Sequence[Mapping[str, Any]], **options: Any
+    ) -> list[dict[str, Any]]:
+        """``{"answer", "index", "scores"}`` for each row's ``question`` and ``options`` (one variant a
+        call): option probabilities ("sequence"), p("true") per option ("retrieval"; the raw ratio under
+        ``tf_score`` "ratio")."""
+        questions = [row["question"] for row in inputs]
+        opts = [list(row["options"]) for row in inputs]
+        style = style_of(questions[0], self.settings.get("style", "auto"))
+        rank = self.scores(feat, mask, questions, opts, style)
+        shown = rank if style == "sequence" or self.ratio else torch.sigmoid(rank)
+        best = rank.argmax(-1)
+        return [
+            {"answer": o[b], "index": b, "scores": s} for o, b, s in zip(opts, best.tolist(), shown.tolist())
+        ]
+
+
+@register_task("qamc", aliases=("qa_choice",))
 class ChoiceTask(AnnotatedTask):
-    family = "qamc"
-    kind = "qa_choice"
+    annotation_format = "qa_choice"
+    predictor = ChoicePredictor
     groups_items = True
 
     def __init__(self, cfg: Config, tokenizer, name: str | None = None):
@@ -92,6 +172,30 @@ class ChoiceTask(AnnotatedTask):
         shift_offsets(self.n_options, self.shifts)  # a clear error now, not at the first evaluation
         self.digit_ids = layouts.choice_ids(tokenizer, self.n_options)
         self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
+
+    @classmethod
+    def inference_entry(cls, cfg: Config, task: Task | None = None) -> dict[str, Any] | None:
+        return {
+            **(super().inference_entry(cfg, task) or {}),
+            "style": getattr(task, "style", cfg.mc_style),
+            "n_options": cfg.size_option,
+            "tf_score": cfg.tf_score,
+            "size_test": cfg.size_test,
+            "shifts": cfg.mc_shifts,  # one-sequence style only
+        }
+
+    @classmethod
+    def protocol(cls, entry: Mapping[str, Any]) -> str:
+        if entry.get("style") == "sequence":
+            how = "arg-max of the option digits at the [MASK] of one sequence holding every option"
+            if entry.get("shifts", 1) > 1:
+                how += (
+                    f", their probabilities averaged over {entry['shifts']} cyclic shifts of the option order"
+                )
+        else:
+            tf = TF_SCORES.get(entry.get("tf_score", "prob"), "")
+            how = f"arg-max over options of the true/false score, {tf}"
+        return f"multiple-choice accuracy (%) over the official test size ({entry.get('style')} style: {how})"
 
     def annotation_options(self) -> dict[str, Any]:
         return {"n_options": self.cfg.size_option}
@@ -154,19 +258,9 @@ class ChoiceTask(AnnotatedTask):
     def predict_batch(
         self, model, feat: torch.Tensor, mask: torch.Tensor, records: list, rows: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
-        if self.style == "sequence":
-            scores = sequence_option_scores(
-                lambda layout: self.option_logits(model, feat, mask, layout, rows),
-                self.tok,
-                [r.question for r in records],
-                [list(r.options) for r in records],
-                self.cfg.size_txt,
-                self.shifts,
-                self.tf_score == "ratio",
-            )
-            return list(scores)
-        logits = self.option_logits(model, feat, mask, self.layout(records), rows)
-        return list(self.option_scores(logits).cpu())
+        """The (O,) option scores of each record (on video ``rows[i]``), by the task's predictor."""
+        questions, options = [r.question for r in records], [list(r.options) for r in records]
+        return list(self.make_predictor(model).scores(feat, mask, questions, options, self.style, rows))
 
     def evaluate(self, model, split: str) -> dict[str, float]:
         records = self.ann[split]

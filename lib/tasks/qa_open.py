@@ -33,7 +33,7 @@ is shared with :mod:`lib.tasks.qa_choice`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -44,7 +44,9 @@ from lib.data.datasets import item_rows, stack_clips
 from lib.engine.config import Config, ConfigError
 from lib.metrics.qa import accuracy_by_type, normalize_answer, qa_report
 from lib.model import layouts
-from lib.tasks.common import AnnotatedTask, logits_at
+from lib.model.mlm import masked_labels, masked_logits
+from lib.tasks.common import AnnotatedTask, Predictor, Task
+from lib.tasks.registry import register_task
 
 logger = logging.getLogger(__name__)
 
@@ -53,31 +55,100 @@ MAX_ANSWER_PIECES = 8
 BLANK = "[MASK]"
 
 
-def masked_logits(
-    model,
-    feat: torch.Tensor,
-    mask: torch.Tensor,
-    layout: layouts.Layout,
-    video_index: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """(B, n_masks, V) float logits at every supervised [MASK] of ``layout`` (row i on video
-    ``video_index[i]``)."""
-    return logits_at(model, feat, mask, layout, layout.mask_index(), video_index).float()
-
-
-def masked_labels(layout: layouts.Layout, device: torch.device) -> torch.Tensor:
-    """(B, n_masks) labels at the layout's [MASK]s."""
-    return layout.labels.gather(1, layout.mask_index()).to(device)
-
-
 def max_answer_pieces(size_txt: int) -> int:
     """The longest answer (in wordpieces) trained and predicted: at most 8 and half the text length."""
     return max(1, min(MAX_ANSWER_PIECES, size_txt // 2))
 
 
+def qa_layout(
+    tok, questions: list[str], size_txt: int, n_masks: int, fill_blank: bool, answers: list[str] | None = None
+) -> layouts.Layout:
+    """``[CLS] question answer : [MASK]… [SEP]`` (or the fill-in-the-blank sentence), ``n_masks`` masks."""
+    build = layouts.fill_blank if fill_blank else layouts.open_qa
+    return build(tok, questions, size_txt, answers, n_masks=n_masks)
+
+
+class OpenQAPredictor(Predictor):
+    """Open-ended answers at the [MASK]: the answer list ranked by mean per-piece log-probability, or the
+    arg-max over the vocabulary at one [MASK] when the settings carry no list.
+
+    Settings: ``size_txt``, ``layout`` ("open", "fill_blank", or "auto": fill-in-the-blank when the question
+    holds a ``[MASK]`` blank), ``answers`` (the candidate list; empty for the vocabulary)."""
+
+    def __init__(self, model, tokenizer, settings: Mapping[str, Any]):
+        super().__init__(model, tokenizer, settings)
+        self.answers: list[str] = list(self.settings.get("answers") or [])
+        self.groups = layouts.answer_candidates(tokenizer, self.answers).by_length() if self.answers else {}
+
+    @staticmethod
+    def is_fill_blank(settings: Mapping[str, Any], question: str) -> bool:
+        layout = settings.get("layout", "auto")
+        return layout == "fill_blank" or (layout == "auto" and BLANK in question)
+
+    @staticmethod
+    def fits(settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> bool:
+        return (settings.get("layout") == "fill_blank") == (BLANK in inputs["question"])
+
+    @staticmethod
+    def variant(settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+        return "fill_blank" if OpenQAPredictor.is_fill_blank(settings, inputs["question"]) else "open"
+
+    def log_probs(
+        self, feat: torch.Tensor, mask: torch.Tensor, questions: list[str], n_masks: int, fill_blank: bool,
+        video_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """(B, n_masks, V) log-probabilities at the answer's [MASK]s."""
+        layout = qa_layout(self.tok, questions, int(self.settings["size_txt"]), n_masks, fill_blank)
+        return masked_logits(self.model, feat, mask, layout, video_index).log_softmax(-1)
+
+    def ranked(
+        self,
+        feat: torch.Tensor,
+        mask: torch.Tensor,
+        questions: list[str],
+        fill_blank: bool,
+        top_k: int = TOP_K,
+        video_index: torch.Tensor | None = None,
+    ) -> tuple[list[list[str]], list[list[float]]]:
+        """The ``top_k`` answers of each question (on video ``video_index[i]``, default i), best first, and
+        their scores (mean log-probability per piece; the log-probability for the vocabulary)."""
+        if not self.answers:
+            top = self.log_probs(feat, mask, questions, 1, fill_blank, video_index)[:, 0].topk(top_k, dim=-1)
+            names = [self.tok.convert_ids_to_tokens(row) for row in top.indices.tolist()]
+            return names, top.values.tolist()
+        scores = torch.full((len(questions), len(self.answers)), float("-inf"))
+        for k, (index, pieces) in self.groups.items():
+            lp = self.log_probs(feat, mask, questions, k, fill_blank, video_index)
+            scores[:, index] = layouts.score_candidates(lp, pieces.to(lp.device)).cpu()
+        top = scores.topk(min(top_k, scores.shape[1]), dim=-1)
+        return [[self.answers[j] for j in row] for row in top.indices.tolist()], top.values.tolist()
+
+    def predict(
+        self,
+        feat: torch.Tensor,
+        mask: torch.Tensor,
+        inputs: Sequence[Mapping[str, Any]],
+        top_k: int = TOP_K,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """``{"answer", "top": [(answer, score), ...]}`` for each row's ``question`` (one variant a call)."""
+        questions = [row["question"] for row in inputs]
+        fill_blank = self.is_fill_blank(self.settings, questions[0])
+        if fill_blank:
+            for q in questions:
+                if q.count(BLANK) != 1:
+                    raise ValueError(
+                        f"question {q!r}: the QA task {self.settings.get('name')} is fill-in-the-blank; the "
+                        "question needs exactly one [MASK] blank"
+                    )
+        names, values = self.ranked(feat, mask, questions, fill_blank, top_k)
+        return [{"answer": ns[0], "top": list(zip(ns, map(float, vs)))} for ns, vs in zip(names, values)]
+
+
+@register_task("qaoe", aliases=("qa_open",))
 class OpenQATask(AnnotatedTask):
-    family = "qaoe"
-    kind = "qa_open"
+    annotation_format = "qa_open"
+    predictor = OpenQAPredictor
     groups_items = True
 
     def __init__(self, cfg: Config, tokenizer, name: str | None = None):
@@ -91,6 +162,33 @@ class OpenQATask(AnnotatedTask):
         self.candidate_groups: dict[int, tuple[list[int], torch.Tensor]] = {}
         if self.answer_space == "candidates":
             self.candidates, self.candidate_groups = self.answer_candidates()
+
+    @classmethod
+    def inference_entry(cls, cfg: Config, task: Task | None = None) -> dict[str, Any] | None:
+        answers = list(getattr(task, "candidates", None) or [])
+        layout = ("fill_blank" if task.fill_blank else "open") if task is not None else cfg.qa_layout  # type: ignore[attr-defined]
+        return {
+            **(super().inference_entry(cfg, task) or {}),
+            "layout": layout,
+            "answer_space": "candidates" if answers else "vocab",
+            "max_answer_pieces": max_answer_pieces(cfg.size_txt),
+            "size_test": cfg.size_test,
+            "answers": answers,
+        }
+
+    @classmethod
+    def protocol(cls, entry: Mapping[str, Any]) -> str:
+        space = (
+            f"answers ranked among {len(entry.get('answers', []))} candidates by their mean per-piece "
+            "log-probability"
+            if entry.get("answers")
+            else "the arg-max over the whole vocabulary at one [MASK] (the reference protocol)"
+        )
+        size_test = entry.get("size_test") or "= items in the file"
+        return (
+            f"open-ended QA accuracy (%) of the top answer over the full official test size (size_test "
+            f"{size_test}; questions missing from the file count as wrong); {space}"
+        )
 
     # ---- layouts
 
@@ -126,8 +224,7 @@ class OpenQATask(AnnotatedTask):
             )
 
     def layout(self, questions: list[str], n_masks: int, answers: list[str] | None = None) -> layouts.Layout:
-        build = layouts.fill_blank if self.fill_blank else layouts.open_qa
-        return build(self.tok, questions, self.cfg.size_txt, answers, n_masks=n_masks)
+        return qa_layout(self.tok, questions, self.cfg.size_txt, n_masks, self.fill_blank, answers)
 
     def piece_counts(self, texts: Sequence[str]) -> list[int]:
         return [len(p) for p in self.tok(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
@@ -194,17 +291,9 @@ class OpenQATask(AnnotatedTask):
     def predict_batch(
         self, model, feat: torch.Tensor, mask: torch.Tensor, records: list, rows: torch.Tensor | None = None
     ) -> list[list[str]]:
-        """The top-5 answers of each record (on video ``rows[i]``), best first."""
+        """The top-5 answers of each record (on video ``rows[i]``), best first (the task's predictor)."""
         questions = [r.question for r in records]
-        if self.answer_space == "vocab":
-            top = masked_logits(model, feat, mask, self.layout(questions, 1), rows)[:, 0].topk(TOP_K, dim=-1)
-            return [self.tok.convert_ids_to_tokens(row) for row in top.indices.tolist()]
-        scores = torch.full((len(records), len(self.candidates)), float("-inf"))
-        for k, (index, pieces) in self.candidate_groups.items():
-            log_probs = masked_logits(model, feat, mask, self.layout(questions, k), rows).log_softmax(-1)
-            scores[:, index] = layouts.score_candidates(log_probs, pieces.to(log_probs.device)).cpu()
-        top = scores.topk(min(TOP_K, scores.shape[1]), dim=-1).indices
-        return [[self.candidates[j] for j in row] for row in top.tolist()]
+        return self.make_predictor(model).ranked(feat, mask, questions, self.fill_blank, TOP_K, rows)[0]
 
     def reachable(self, answers: list[str]) -> list[bool]:
         """Whether each answer can be predicted at all in this answer space."""

@@ -15,84 +15,114 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from lib.data.annotations import CaptionItem
+from lib.data.annotations import caption_text
 from lib.data.datasets import stack_clips
 from lib.engine import distributed as D
+from lib.engine.config import Config
 from lib.metrics.retrieval import retrieval_metrics
-from lib.model import lavender, layouts
-from lib.tasks.common import (
-    AnnotatedTask,
-    clip_dataset,
-    eval_batches,
-    logits_at,
-    model_device,
-    supervised_labels,
-    true_false_pair_scores,
-)
+from lib.model import layouts
+from lib.model.bert import FusionContext
+from lib.model.mlm import matching_loss, true_false_pair_scores
+from lib.tasks.common import AnnotatedTask, Predictor, Task, clip_dataset, eval_batches, model_device
+from lib.tasks.registry import register_task
 
 VTM_TASK = "vtm"  # the task token of the true/false layouts (lib.model.layouts.vtm)
+TF_SCORES = {
+    "prob": "2-way softmax over the 'true'/'false' logits",
+    "ratio": "the reference's raw-logit ratio l_true / (l_true + l_false)",
+}
 
 
-def caption_text(item: CaptionItem, train: bool, rng: random.Random) -> str:
-    """A paragraph's sentences: a random non-empty ordered subset in training (Frozen-style), all in eval."""
-    sentences = [s for s in item.sentences if s.strip()] or list(item.sentences)
-    if not train or len(sentences) == 1:
-        return " ".join(sentences)
-    k = rng.randint(1, len(sentences))
-    keep = sorted(rng.sample(range(len(sentences)), k))
-    return " ".join(sentences[i] for i in keep)
+class MatchPredictor(Predictor):
+    """Video-text matching scores: "true" vs "false" at the [MASK] after the text (:func:`layouts.vtm`).
 
+    Settings: ``size_txt``, ``tf_score`` ("prob" or the reference's "ratio"), ``pair_batch`` (fusion rows per
+    pass). Rankings use the log-odds of "true" (never a tie where p rounds to 1.0); :meth:`predict` reports
+    p("true")."""
 
-def vtm_pairs(n: int, n_neg: int, rng: random.Random) -> tuple[list[int], list[int], list[bool]]:
-    """For each video i: (i, own text, True) then ``n_neg`` (i, text of another sample, False)."""
-    video, text, matched = [], [], []
-    n_neg = min(n_neg, n - 1)
-    for i in range(n):
-        others = [j for j in range(n) if j != i]
-        for j in [i, *rng.sample(others, n_neg)]:
-            video.append(i)
-            text.append(j)
-            matched.append(j == i)
-    return video, text, matched
-
-
-def vtm_loss(model, video: torch.Tensor, layout: layouts.Layout, pair_video: torch.Tensor) -> dict:
-    """Encode the batch's videos once, then :func:`vtm_loss_on_features`."""
-    feat, mask = model.encode_video(video)
-    return vtm_loss_on_features(model, feat, mask, layout, pair_video)
-
-
-def vtm_loss_on_features(
-    model, feat: torch.Tensor, mask: torch.Tensor, layout: layouts.Layout, pair_video: torch.Tensor
-) -> dict:
-    """Cross-entropy at the [MASK] of every (video, text) pair (row i uses video ``pair_video[i]``);
-    also the matching accuracy."""
-    logits = logits_at(model, feat, mask, layout, video_index=pair_video.to(feat.device))
-    labels = supervised_labels(layout).to(logits.device)
-    loss = F.cross_entropy(logits.float(), labels)
-    return {"loss": loss, "acc": (logits.argmax(-1) == labels).float().mean()}
-
-
-class RetrievalTask(AnnotatedTask):
-    family = "retrieval"
-    kind = "retrieval"
-
-    def __init__(self, cfg, tokenizer, name: str | None = None):
-        super().__init__(cfg, tokenizer, name)
+    def __init__(self, model, tokenizer, settings: Mapping[str, Any]):
+        super().__init__(model, tokenizer, settings)
         self.true_id, self.false_id = layouts.true_false_ids(tokenizer)
+        self.tf_score = self.settings.get("tf_score", "prob")
+        self.pair_batch = int(self.settings.get("pair_batch", 256))
+
+    def video_side(self, feats: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | FusionContext:
+        """What the pairs are fused with: the videos' tokens, or, where video ignores text, their fused
+        keys/values computed once for every text (:meth:`LavenderModel.fusion_context`)."""
+        return self.model.fusion_context(feats, masks, VTM_TASK) if self.model.shares_video("full") else feats
+
+    def pair_scores(
+        self,
+        texts: Sequence[str],
+        video: torch.Tensor | FusionContext,
+        masks: torch.Tensor | None,
+        text_of: torch.Tensor,
+        video_of: torch.Tensor,
+        probability: bool = False,
+    ) -> torch.Tensor:
+        """The score of each (``texts[text_of[i]]``, video ``video_of[i]``) pair, ``pair_batch`` fusion rows
+        at a time: the ranking score, or p("true") with ``probability`` (under ``tf_score`` "prob")."""
+        if probability and self.tf_score == "prob":
+            score = layouts.true_false_prob
+        else:
+            score = layouts.true_false_ranker(self.tf_score)
+        layout = layouts.vtm(self.tok, list(texts), int(self.settings["size_txt"]))
+        return true_false_pair_scores(
+            self.model, layout, video, masks, text_of, video_of, score, self.true_id, self.false_id,
+            self.pair_batch,
+        )  # fmt: skip
+
+    def score_matrix(
+        self, texts: Sequence[str], video: torch.Tensor | FusionContext, masks: torch.Tensor | None = None
+    ) -> np.ndarray:
+        """(len(texts), n_videos) ranking scores of every text against every video (``video``: tokens with
+        ``masks``, or a FusionContext from :meth:`video_side`)."""
+        n_v = len(video)
+        text_of = torch.arange(len(texts)).repeat_interleave(n_v)
+        video_of = torch.arange(n_v).repeat(len(texts))
+        return self.pair_scores(texts, video, masks, text_of, video_of).view(len(texts), n_v).numpy()
+
+    def predict(
+        self, feat: torch.Tensor, mask: torch.Tensor, inputs: Sequence[Mapping[str, Any]], **options: Any
+    ) -> list[dict[str, Any]]:
+        """``{"score": p("true")}`` of each row's ``text`` with its video."""
+        index = torch.arange(len(inputs))
+        texts = [row["text"] for row in inputs]
+        scores = self.pair_scores(texts, feat, mask, index, index, probability=True)
+        return [{"score": float(s)} for s in scores]
+
+
+@register_task("retrieval", aliases=("match",))
+class RetrievalTask(AnnotatedTask):
+    annotation_format = "retrieval"
+    predictor = MatchPredictor
+
+    @classmethod
+    def inference_entry(cls, cfg: Config, task: Task | None = None) -> dict[str, Any] | None:
+        base = super().inference_entry(cfg, task) or {}
+        return {**base, "tf_score": cfg.tf_score, "pair_batch": cfg.eval_pair_batch}
+
+    @classmethod
+    def protocol(cls, entry: Mapping[str, Any]) -> str:
+        return (
+            "text-to-video retrieval: every caption of the split ranked against every video of the split by "
+            "the fusion encoder (a full cross-encoder ranking); the score is the true/false score at the "
+            f"[MASK] after the text ({TF_SCORES.get(entry.get('tf_score', 'prob'), '')}); R@1/5/10, median "
+            "and mean rank, text-to-video and video-to-text"
+        )
 
     # ---- training
 
     def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         rng = random.Random(random.getrandbits(64))
         texts = [caption_text(item["record"], True, rng) for item in items]
-        video, text, matched = vtm_pairs(len(items), self.cfg.vtm_negatives, rng)
+        video, text, matched = layouts.vtm_pairs(len(items), self.cfg.vtm_negatives, rng)
         layout = layouts.vtm(self.tok, [texts[j] for j in text], self.cfg.size_txt, matched)
         return {
             "video": stack_clips(items),
@@ -102,7 +132,8 @@ class RetrievalTask(AnnotatedTask):
         }
 
     def step(self, model, batch: dict[str, Any]) -> dict:
-        return vtm_loss(model, batch["video"].to(model_device(model)), batch["layout"], batch["pair_video"])
+        feat, mask = model.encode_video(batch["video"].to(model_device(model)))
+        return matching_loss(model, feat, mask, batch["layout"], batch["pair_video"])
 
     # ---- evaluation
 
@@ -119,43 +150,12 @@ class RetrievalTask(AnnotatedTask):
         masks = torch.stack([m for _, m in pairs]).to(device)
         return list(dataset.videos), feats, masks
 
-    def video_side(
-        self, model, feats: torch.Tensor, masks: torch.Tensor
-    ) -> torch.Tensor | lavender.FusionContext:
-        """What the pairs are fused with: the videos' tokens, or, where video ignores text, their fused
-        keys/values computed once for every text (:meth:`LavenderModel.fusion_context`)."""
-        return model.fusion_context(feats, masks, VTM_TASK) if model.shares_video("full") else feats
-
-    def score_pairs(
-        self,
-        model,
-        texts: list[str],
-        feats: torch.Tensor | lavender.FusionContext,
-        masks: torch.Tensor | None = None,
-    ) -> np.ndarray:
-        """(len(texts), n_videos) true/false scores, ``eval_pair_batch`` fusion rows at a time; ``feats``:
-        video tokens with ``masks``, or a FusionContext (:meth:`video_side`)."""
-        n_v = len(feats)
-        layout = layouts.vtm(self.tok, texts, self.cfg.size_txt)
-        out = true_false_pair_scores(
-            model,
-            layout,
-            feats,
-            masks,
-            torch.arange(len(texts)).repeat_interleave(n_v),
-            torch.arange(n_v).repeat(len(texts)),
-            layouts.true_false_ranker(self.cfg.tf_score),
-            self.true_id,
-            self.false_id,
-            self.cfg.eval_pair_batch,
-        )
-        return out.view(len(texts), n_v).numpy()
-
     def evaluate(self, model, split: str) -> dict[str, float]:
         records = self.ann[split]
         started = time.perf_counter()
         videos, feats, masks = self.encode_videos(model, records)
-        video = self.video_side(model, feats, masks)  # once for every chunk of texts
+        predictor = self.make_predictor(model)
+        video = predictor.video_side(feats, masks)  # once for every chunk of texts
         encoded = time.perf_counter()
         column = {v: i for i, v in enumerate(videos)}
         texts = [caption_text(r, False, random.Random(0)) for r in records]
@@ -164,7 +164,7 @@ class RetrievalTask(AnnotatedTask):
         rows = []
         for start in range(0, len(mine), max(1, self.cfg.size_batch)):
             chunk = mine[start : start + max(1, self.cfg.size_batch)]
-            rows += list(self.score_pairs(model, [texts[i] for i in chunk], video, masks))
+            rows += list(predictor.score_matrix([texts[i] for i in chunk], video, masks))
         scores = np.stack(D.gather_eval(rows)) if texts else np.zeros((0, len(videos)))
         elapsed = time.perf_counter() - started
         metrics = retrieval_metrics(scores, text_to_video)

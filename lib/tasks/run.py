@@ -1,9 +1,10 @@
-"""Run a task family from the command line: config → tokenizer → model → task(s) → the engine.
+"""Run a registered task from the command line: config → tokenizer → model → task(s) → the engine.
 
-Every ``main_*.py`` is ``run("<family>")``. Multi-task (``type: multi-task``) builds one task per entry of
-``datasets`` (each entry's keys override the global ones) and trains them as streams of one run with one
-model and one head. After training, every task is evaluated on its test split (or val when there is no
-test split) and ``metrics.json`` is written next to the run's log.
+Every ``main_*.py`` is ``run("<task name>")`` (:mod:`lib.tasks.registry`). Multi-task
+(``type: multi-task``) builds one task per entry of ``datasets`` (each entry's keys override the global
+ones) and trains them as streams of one run with one model and one head. After training, every task is
+evaluated on its test split (or val when there is no test split) and ``metrics.json`` is written next to
+the run's log.
 """
 
 from __future__ import annotations
@@ -20,47 +21,30 @@ from lib.engine import distributed as D
 from lib.engine.checkpointing import seed_everything
 from lib.engine.config import Config, ConfigError, load_config
 from lib.engine.trainer import Trainer, autocast
+from lib.tasks.build import build_model
+from lib.tasks.checkpoint_folder import record_metrics, save_model_fn
 from lib.tasks.common import Task, load_tokenizer, resize_on_device
-from lib.tasks.model_io import build_model, record_metrics, save_model_fn
-
-FAMILIES = ("pretrain", "retrieval", "qaoe", "qamc", "captioning", "multi-task")
+from lib.tasks.registry import MULTI_TASK, UnknownTaskError, get_task
 
 
-def task_class(family: str) -> type[Task]:
-    """The Task subclass of a family (imported lazily: each module pulls in only what it needs)."""
-    if family == "retrieval":
-        from lib.tasks.retrieval import RetrievalTask
-
-        return RetrievalTask
-    if family == "qaoe":
-        from lib.tasks.qa_open import OpenQATask
-
-        return OpenQATask
-    if family == "qamc":
-        from lib.tasks.qa_choice import ChoiceTask
-
-        return ChoiceTask
-    if family == "captioning":
-        from lib.tasks.caption import CaptionTask
-
-        return CaptionTask
-    if family == "pretrain":
-        from lib.tasks.pretrain import PretrainTask
-
-        return PretrainTask
-    raise ConfigError(f"unknown task type {family!r}; expected one of {', '.join(FAMILIES)}")
+def task_class(name: str) -> type[Task]:
+    """The registered Task class of a config ``type`` (a config error when none is registered)."""
+    try:
+        return get_task(name)
+    except UnknownTaskError as e:
+        raise ConfigError(f"{e} (or {MULTI_TASK!r})") from None
 
 
 def build_tasks(cfg: Config, tokenizer) -> list[Task]:
     """One task for a single-task config; one per ``datasets`` entry for multi-task."""
-    if cfg.type != "multi-task":
+    if cfg.type != MULTI_TASK:
         return [task_class(cfg.type)(cfg, tokenizer)]
     if not cfg.datasets:
         raise ConfigError("type multi-task needs a non-empty 'datasets' list of per-task configs")
     tasks = []
     for entry in cfg.datasets:
         sub = cfg.override(entry)
-        if sub.type == "multi-task":
+        if sub.type == MULTI_TASK:
             raise ConfigError(f"a multi-task entry must name its own type (entry {entry})")
         if "resize_on" in entry:
             raise ConfigError(
@@ -105,23 +89,23 @@ def final_evaluation(trainer: Trainer, tasks: Sequence[Task]) -> dict[str, float
 
 
 def prepare(
-    family: str, argv: Sequence[str] | None = None
+    task: str, argv: Sequence[str] | None = None
 ) -> tuple[Config, object, torch.nn.Module, list[Task]]:
     """The run's config, tokenizer, model (seeded: every rank and every call builds the same) and tasks."""
     cfg = load_config(list(sys.argv[1:] if argv is None else argv))
     if not cfg.type:
-        cfg = cfg.override({"type": family})
-    if cfg.type != family:
-        raise ConfigError(f"this entry point runs type {family!r}, but the config says type {cfg.type!r}")
+        cfg = cfg.override({"type": task})
+    if cfg.type != task:
+        raise ConfigError(f"this entry point runs type {task!r}, but the config says type {cfg.type!r}")
     tokenizer = load_tokenizer(cfg.txt_backbone)
     seed_everything(cfg.seed)  # every rank builds identical random parts
     model = build_model(cfg, tokenizer)
     return cfg, tokenizer, model, build_tasks(cfg, tokenizer)
 
 
-def run(family: str, argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Train and/or evaluate ``family`` as the config says; returns the final test metrics."""
-    cfg, tokenizer, model, tasks = prepare(family, argv)
+def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Train and/or evaluate the registered ``task`` as the config says; returns the final test metrics."""
+    cfg, tokenizer, model, tasks = prepare(task, argv)
     streams = [s for t in tasks for s in t.train_streams()]
     eval_splits = ["val"] if any("val" in t.eval_splits() for t in tasks) else None
     trainer = Trainer(

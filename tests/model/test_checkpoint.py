@@ -13,6 +13,7 @@ import torch
 
 from lib.model.checkpoint import (
     CheckpointError,
+    build_from_pretrained_parts,
     load_checkpoint,
     load_model_dir,
     load_swin_checkpoint,
@@ -330,7 +331,7 @@ def test_from_pretrained_parts_with_swin_checkpoint(tmp_path):
     swin = small_swin(1)
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in swin.state_dict().items()}}, tmp_path / "k.pth")
     config = LavenderConfig(**{**TINY, "swin_depths": [2, 2], "swin_heads": [1, 2], "swin_window": [2, 7, 7]})
-    model = LavenderModel.from_pretrained_parts(config, swin_ckpt=tmp_path / "k.pth", swin_init="3d")
+    model = build_from_pretrained_parts(config, swin_ckpt=tmp_path / "k.pth", swin_init="3d")
     torch.testing.assert_close(model.enc_img.swin.state_dict(), swin.state_dict())
     assert model.load_reports["swin"].ok
 

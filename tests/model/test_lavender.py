@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from lib.model.checkpoint import build_from_pretrained_parts
 from lib.model.lavender import (
     TASK_TOKEN_IDS,
     LavenderConfig,
@@ -427,7 +428,7 @@ def test_gradient_checkpointing_matches(model):
 
 @pytest.fixture(scope="module")
 def minilm_model(minilm_dir) -> LavenderModel:
-    return LavenderModel.from_pretrained_parts(tiny_config(), bert_dir=minilm_dir).eval()
+    return build_from_pretrained_parts(tiny_config(), bert_dir=minilm_dir).eval()
 
 
 def test_minilm_sets_fusion_geometry_and_weights(minilm_model, minilm_dir):
@@ -485,7 +486,7 @@ def test_mlm_head_loaded_from_bert_for_masked_lm_folder(tmp_path, minilm_dir):
     }
     torch.save({**{f"bert.{k}": v for k, v in ref.items()}, **head}, tmp_path / "pytorch_model.bin")
     (tmp_path / "config.json").write_text((minilm_dir / "config.json").read_text())
-    model = LavenderModel.from_pretrained_parts(tiny_config(), bert_dir=tmp_path)
+    model = build_from_pretrained_parts(tiny_config(), bert_dir=tmp_path)
     predictions = model.fc_mtm.predictions
     torch.testing.assert_close(
         predictions.transform.dense.weight.detach(), head["cls.predictions.transform.dense.weight"]
@@ -497,6 +498,6 @@ def test_mlm_head_loaded_from_bert_for_masked_lm_folder(tmp_path, minilm_dir):
 
 def test_missing_bert_folder_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        LavenderModel.from_pretrained_parts(tiny_config(), bert_dir=tmp_path / "nowhere")
+        build_from_pretrained_parts(tiny_config(), bert_dir=tmp_path / "nowhere")
     with pytest.raises(ValueError, match="swin_init"):
-        LavenderModel.from_pretrained_parts(tiny_config(), swin_init="3d")
+        build_from_pretrained_parts(tiny_config(), swin_init="3d")

@@ -2,7 +2,7 @@
 
 The run config is a multi-task config over the demo data (every task kind, both multiple-choice styles);
 the tasks are built from it exactly as ``lib.tasks.run`` builds them, and the folder is written with
-``lib.tasks.model_io.save_model_fn`` — what every training run calls at epoch ends.
+``lib.tasks.checkpoint_folder.save_model_fn`` — what every training run calls at epoch ends.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from lib.engine.config import Config, load_config
+from lib.tasks.build import build_model
+from lib.tasks.checkpoint_folder import save_model_fn
 from lib.tasks.common import Task, load_tokenizer
-from lib.tasks.model_io import build_model, save_model_fn
 from lib.tasks.run import build_tasks
 
 DATASETS = [

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from lib.api import Lavender, LavenderWarning, Video
+from lib.data.annotations import caption_text
 from lib.data.extract import extract_videos
 from lib.data.frames import ClipTransform, decode_jpeg
 from lib.data.tsv import TSVFile, frame_columns
 from lib.data.video import VideoDecodeError
 from lib.model.checkpoint import save_model_dir
 from lib.model.lavender import LavenderConfig
-from lib.tasks.retrieval import caption_text
 from lib.tasks.run import run
 
 QUESTION = "what color is the small circle?"
@@ -56,15 +56,15 @@ def test_a_run_s_model_folder_is_a_complete_checkpoint(built):
     assert LavenderConfig.from_dict(config) == built.model.config
     tasks = inference["tasks"]
     assert {k: [e["name"] for e in v] for k, v in tasks.items()} == {
-        "match": ["demo-retrieval"],
-        "qa_open": ["demo-qa"],
-        "qa_choice": ["demo-mc", "demo-retmc"],
-        "caption": ["demo-captioning"],
+        "retrieval": ["demo-retrieval"],
+        "qaoe": ["demo-qa"],
+        "qamc": ["demo-mc", "demo-retmc"],
+        "captioning": ["demo-captioning"],
     }
-    qa = tasks["qa_open"][0]
+    qa = tasks["qaoe"][0]
     assert qa["answers"] == built.task("demo-qa").candidates and qa["layout"] == "open"
-    assert [(e["style"], e["size_txt"]) for e in tasks["qa_choice"]] == [("sequence", 60), ("retrieval", 16)]
-    assert tasks["caption"][0]["max_gen_length"] == 4
+    assert [(e["style"], e["size_txt"]) for e in tasks["qamc"]] == [("sequence", 60), ("retrieval", 16)]
+    assert tasks["captioning"][0]["max_gen_length"] == 4
     # the demo TSV was extracted with 4 frames per video; training's random crop is a center crop at eval
     video = inference["video"]
     assert (video["frames_per_video"], video["jpeg_quality"], video["size_short"]) == (4, 75, None)
@@ -190,7 +190,7 @@ def test_the_api_reproduces_every_task_s_own_evaluation(api, built):
         ret = built.task("demo-retrieval")
         video_ids, feats, masks = ret.encode_videos(model, ret.ann["test"])
         texts = [caption_text(r, False, random.Random(0)) for r in ret.ann["test"]]
-        expected = ret.score_pairs(model, texts, feats, masks)
+        expected = ret.make_predictor(model).score_matrix(texts, feats, masks)
         assert api.scores(texts, [row_of(v) for v in video_ids]) == pytest.approx(expected, abs=1e-5)
 
         cap = built.task("demo-captioning")
@@ -203,16 +203,16 @@ def test_the_api_reproduces_every_task_s_own_evaluation(api, built):
 def test_kinds_the_checkpoint_lacks_run_zero_shot_with_a_warning(api, test_videos):
     video = str(test_videos[0])
     settings = json.loads(json.dumps(api.settings))
-    settings["tasks"]["qa_open"][0]["answers"] = []
-    settings["tasks"]["qa_choice"] = []
-    settings["tasks"]["caption"] = []
+    settings["tasks"]["qaoe"][0]["answers"] = []
+    settings["tasks"]["qamc"] = []
+    settings["tasks"]["captioning"] = []
     lacking = Lavender(api.model, api.tok, settings)
     with pytest.warns(LavenderWarning, match="no answer list"):
         answer = lacking.answer(video, QUESTION)
     assert answer in api.tok.get_vocab()  # one wordpiece: the arg-max over the vocabulary
     with pytest.warns(LavenderWarning, match="not trained for caption"):
         assert isinstance(lacking.caption(video, max_gen_length=3), str)
-    with pytest.warns(LavenderWarning, match="not trained for qa_choice"):
+    with pytest.warns(LavenderWarning, match="not trained for qamc"):
         chosen = lacking.answer(video, QUESTION, OPTIONS, with_scores=True)
     # without a multiple-choice task, options are matched as "question option" texts
     matched = api.match(video, [f"{QUESTION} {o}" for o in OPTIONS])
@@ -245,7 +245,7 @@ def test_clear_errors_for_missing_checkpoint_tokenizer_video_and_task(
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     with pytest.raises(VideoDecodeError, match="corrupt.mp4"):
         api.caption([str(test_videos[0]), str(corrupt)])
-    with pytest.raises(ValueError, match="no qa_choice task named 'nope'.*demo-mc"):
+    with pytest.raises(ValueError, match="no qamc task named 'nope'.*demo-mc"):
         api.answer(str(test_videos[0]), QUESTION, OPTIONS, task="nope")
     with pytest.raises(ValueError, match="expected an RGB uint8 array"):
         api.caption([np.zeros((8, 8), np.uint8)] * 2)
@@ -256,7 +256,7 @@ def test_a_converted_reference_folder_loads_with_its_args(api, test_videos, tmp_
     args = {"type": "qaoe", "task": "msrvtt-qa", "size_frame": 4, "size_img": 64, "size_txt": 16}
     with pytest.warns(LavenderWarning):
         model = Lavender.from_pretrained(converted, tokenizer=minilm_dir, reference_args=args)
-        assert model.tasks == {"match": [], "qa_open": ["msrvtt-qa"], "qa_choice": [], "caption": []}
+        assert model.tasks == {"retrieval": [], "qaoe": ["msrvtt-qa"], "qamc": [], "captioning": []}
         video = str(test_videos[0])
         assert model.match(video, TEXT) == pytest.approx(api.match(video, TEXT), abs=1e-6)
     with pytest.raises(ValueError, match="reference_args"):
@@ -269,11 +269,11 @@ def test_a_training_run_writes_a_checkpoint_the_api_loads(tiny_args, demo_data):
     run("qaoe", [*tiny_args, *args])
     folder = Path(tiny_args[tiny_args.index("--path_output") + 1]) / "model"
     model = Lavender.from_pretrained(folder, device="cpu")
-    assert model.tasks == {"match": [], "qa_open": ["demo-qa"], "qa_choice": [], "caption": []}
+    assert model.tasks == {"retrieval": [], "qaoe": ["demo-qa"], "qamc": [], "captioning": []}
     assert (folder / "args.json").is_file()
     card = (folder / "README.md").read_text()
     # the run's final test evaluation replaces the validation numbers the card had during training
     assert "test split (final evaluation)" in card and "| demo-qa/test/acc |" in card
     assert 'Lavender.from_pretrained("model")' in card
     answers = model.answer([str(p) for p in sorted(demo_data.glob("videos/demo_val_*.mp4"))], QUESTION)
-    assert set(answers) <= set(model.settings["tasks"]["qa_open"][0]["answers"])
+    assert set(answers) <= set(model.settings["tasks"]["qaoe"][0]["answers"])

@@ -14,8 +14,8 @@ from quick_training import freeze_for_speed
 from lib.engine.config import Config, load_config
 from lib.metrics.caption import METRIC_KEYS, coco_scores, java_available
 from lib.model.layouts import IGNORE_INDEX
+from lib.tasks.build import build_model
 from lib.tasks.caption import CaptionTask
-from lib.tasks.model_io import build_model
 from lib.tasks.run import run
 
 

@@ -14,11 +14,11 @@ import torch
 from quick_training import freeze_for_speed
 
 from lib.engine.config import load_config
+from lib.model.mlm import masked_token_loss
+from lib.tasks.build import build_model
 from lib.tasks.caption import CaptionTask
 from lib.tasks.common import clip_dataset
 from lib.tasks.decode import Caption, beam_search, caption_videos, greedy, n_decode_steps
-from lib.tasks.model_io import build_model
-from lib.tasks.pretrain import masked_token_loss
 
 WORDS = ("red", "blue", "green")
 

@@ -1,4 +1,4 @@
-"""Building the run's model from the config (lib.tasks.model_io): frozen parameters and fusion dropout."""
+"""Building the run's model from the config (lib.tasks.build): frozen parameters and fusion dropout."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 from lib.engine.config import ConfigError, load_config
 from lib.engine.optim import build_optimizer
-from lib.model.lavender import BertSelfAttention
-from lib.tasks.model_io import build_model
+from lib.model.bert import BertSelfAttention
+from lib.tasks.build import build_model
 
 VOCAB_MATRICES = ["enc_txt.emb_txt.word_embeddings", "fc_mtm.predictions.decoder.weight"]
 

@@ -16,19 +16,19 @@ import pytest
 import torch
 from quick_training import freeze_for_speed
 
+from lib.data.datasets import stack_clips_padded
 from lib.data.tsv import TSVFile, TSVWriter, frame_columns
 from lib.engine.config import Config, load_config
 from lib.engine.distributed import find_free_port
 from lib.model.layouts import IGNORE_INDEX, special_ids, true_false_ids
+from lib.tasks.build import build_model
 from lib.tasks.common import clip_transform
-from lib.tasks.model_io import build_model
 from lib.tasks.pretrain import (
     PretrainSource,
     PretrainTask,
     global_vtm_pairs,
     matching_candidates,
     open_frames,
-    stack_clips_padded,
 )
 from lib.tasks.run import run
 
@@ -238,7 +238,7 @@ from lib.engine import distributed as D
 from lib.engine.config import load_config
 from lib.tasks.caption import CaptionTask
 from lib.tasks.common import load_tokenizer
-from lib.tasks.model_io import build_model
+from lib.tasks.build import build_model
 from lib.tasks.pretrain import PretrainTask, global_vtm_pairs
 
 out, args = sys.argv[1], json.loads(sys.argv[2])

@@ -13,8 +13,9 @@ from lib.data.annotations import AnnotationError
 from lib.data.synthetic import MC_TEST_ITEMS, MC_TRAIN_ITEMS
 from lib.engine.config import Config, load_config
 from lib.model import layouts
-from lib.tasks.common import clip_transform, logits_at
-from lib.tasks.model_io import build_model
+from lib.model.mlm import logits_at
+from lib.tasks.build import build_model
+from lib.tasks.common import clip_transform
 from lib.tasks.qa_choice import ChoiceTask
 from lib.tasks.run import run
 

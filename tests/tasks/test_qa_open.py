@@ -14,8 +14,8 @@ from quick_training import freeze_for_speed
 from lib.data.annotations import AnnotationError
 from lib.engine.config import Config, ConfigError, load_config
 from lib.model.layouts import IGNORE_INDEX
+from lib.tasks.build import build_model
 from lib.tasks.common import clip_dataset, eval_collate
-from lib.tasks.model_io import build_model
 from lib.tasks.qa_open import OpenQATask
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from lib.data.annotations import caption_text
 from lib.engine.checkpointing import seed_everything
 from lib.engine.config import load_config
 from lib.metrics.retrieval import retrieval_metrics
+from lib.model.layouts import vtm_pairs
+from lib.tasks.build import build_model
 from lib.tasks.common import load_tokenizer
-from lib.tasks.model_io import build_model
-from lib.tasks.retrieval import RetrievalTask, caption_text, vtm_pairs
+from lib.tasks.retrieval import RetrievalTask
 from lib.tasks.run import run
 
 
@@ -58,9 +60,9 @@ def test_evaluation_equals_the_metrics_of_its_own_score_matrix(tiny_args):
         records = task.ann["test"]
         videos, feats, masks = task.encode_videos(model, records)
         texts = [caption_text(r, False, random.Random(0)) for r in records]
-        scores = task.score_pairs(model, texts, feats, masks)
+        scores = task.make_predictor(model).score_matrix(texts, feats, masks)
         # one pair at a time gives the same scores as the batched passes
-        single = task.score_pairs(model, texts[:1], feats[1:2], masks[1:2])
+        single = task.make_predictor(model).score_matrix(texts[:1], feats[1:2], masks[1:2])
     assert scores.shape == (len(records), len(videos))
     assert single[0, 0] == pytest.approx(scores[0, 1], abs=1e-5)
     expected = retrieval_metrics(scores, [videos.index(r.video) for r in records])

@@ -1,0 +1,142 @@
+"""The model's architecture as data: :class:`LavenderConfig`, saved as ``config.json`` beside the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .video_swin import ATTN_IMPLS, SWIN_SIZES
+
+INFERENCE_KEY = "inference"
+"""The section of a checkpoint's config.json that is not architecture (task settings, ``lib.tasks``)."""
+
+TASK_TOKEN_IDS: dict[str, int] = {"vtm": 0, "mc": 1, "oe": 2, "cap": 3}
+"""Rows of ``emb_task`` used as a pre-text token per task family (reference ``task_tok2id``)."""
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LavenderConfig:
+    """Everything that fixes the architecture; saved as ``config.json`` next to the weights."""
+
+    # Video Swin: a named size fills the fields left as None; "custom" needs all three.
+    swin_size: str = "base"
+    swin_embed_dim: int | None = None
+    swin_depths: tuple[int, ...] | None = None
+    swin_heads: tuple[int, ...] | None = None
+    swin_window: tuple[int, int, int] = (8, 7, 7)
+    swin_patch_size: tuple[int, int, int] = (2, 4, 4)  # patch embedding kernel (T, H, W); VIOLET's (2, 4, 4)
+    swin_stem_convs: int = 0  # stride-2 3x3 convolutions before the patch projection (0 = reference layout)
+    swin_drop_path: float = 0.2
+    # Context modalities, in the order their tokens enter the fusion encoder (each a registered encoder,
+    # lib.model.encoders); the text follows them.
+    modalities: tuple[str, ...] = ("video",)
+    # Visual token geometry: frames and (H/32)x(W/32) patches supported by emb_len / emb_pos.
+    max_size_frame: int = 6
+    max_size_patch: int = 14
+    # uint8 frames of another size are resized to this square side on the model's device: train crops the
+    # loader left at the stored resolution (config key resize_on, ClipTransform(defer_resize=True)).
+    # None: frames are used as given.
+    frame_size: int | None = None
+    # Text embeddings and the fusion encoder (BERT-base by default; from_pretrained_parts copies a BERT
+    # config).
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    pad_token_id: int = 0
+    txt_backbone_embed_only: bool = True
+    # Text-only BERT layers before the fusion when txt_backbone_embed_only is False (0: num_layers).
+    num_text_layers: int = 0
+    # Fusion attention of the full-attention tasks: True (the reference) lets video tokens attend to the text;
+    # False gives them the prefix mask captioning's "seq2seq" already uses (video attends to video only), so
+    # a video's fused tokens do not depend on its texts and are computed ONCE for all of them (QA questions,
+    # true/false options, retrieval pairs): fusion work per extra text falls from video + text tokens to
+    # text tokens.
+    video_attends_text: bool = True
+    # Pre-text task token (emb_task row added before the text when enabled).
+    enable_task_token: bool = False
+    num_task_tokens: int = 10
+    # Compute.
+    attn_impl: str = "sdpa"  # "sdpa" | "eager" (explicit softmax(QK^T), the reference's formulation)
+    use_checkpoint: bool = False  # gradient checkpointing of every Swin block and fusion layer
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.swin_size != "custom":
+            if self.swin_size not in SWIN_SIZES:
+                raise ValueError(
+                    f"swin_size must be one of {[*SWIN_SIZES, 'custom']}, got {self.swin_size!r}"
+                )
+            preset = SWIN_SIZES[self.swin_size]
+            self.swin_embed_dim = self.swin_embed_dim or preset["embed_dim"]  # type: ignore[assignment]
+            self.swin_depths = self.swin_depths or preset["depths"]  # type: ignore[assignment]
+            self.swin_heads = self.swin_heads or preset["num_heads"]  # type: ignore[assignment]
+        if not (self.swin_embed_dim and self.swin_depths and self.swin_heads):
+            raise ValueError("swin_size='custom' needs swin_embed_dim, swin_depths and swin_heads")
+        self.modalities = tuple(str(m) for m in self.modalities)
+        distinct = len(set(self.modalities)) == len(self.modalities)
+        if not self.modalities or "text" in self.modalities or not distinct:
+            raise ValueError(f"modalities: distinct context modalities, not text; got {self.modalities}")
+        self.swin_depths = tuple(int(d) for d in self.swin_depths)
+        self.swin_heads = tuple(int(h) for h in self.swin_heads)
+        self.swin_window = tuple(int(w) for w in self.swin_window)  # type: ignore[assignment]
+        self.swin_patch_size = tuple(int(p) for p in self.swin_patch_size)  # type: ignore[assignment]
+        if (
+            len(self.swin_depths) != len(self.swin_heads)
+            or len(self.swin_window) != 3
+            or len(self.swin_patch_size) != 3
+        ):
+            raise ValueError(
+                f"swin_depths {self.swin_depths} / swin_heads {self.swin_heads} lengths differ or "
+                f"swin_window {self.swin_window} / swin_patch_size {self.swin_patch_size} is not (D, H, W)"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        if self.num_task_tokens <= max(TASK_TOKEN_IDS.values()):
+            raise ValueError(f"num_task_tokens must exceed {max(TASK_TOKEN_IDS.values())}")
+
+    @property
+    def swin_features(self) -> int:
+        """Channels of the last Swin stage (768 tiny/small, 1024 base, 1536 large)."""
+        return self.swin_embed_dim * 2 ** (len(self.swin_depths) - 1)  # type: ignore[operator]
+
+    @property
+    def text_layers(self) -> int:
+        """Number of text-only BERT layers (0 when the text backbone is embeddings only)."""
+        return 0 if self.txt_backbone_embed_only else (self.num_text_layers or self.num_layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> LavenderConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown LavenderConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> LavenderConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model config not found: {path}")
+        fields = json.loads(path.read_text())
+        fields.pop(INFERENCE_KEY, None)  # a checkpoint folder's task settings (lib.api), not geometry
+        return cls.from_dict(fields, source=str(path))
