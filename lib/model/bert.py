@@ -219,6 +219,7 @@ class FusionContext:
     keys: list[torch.Tensor]  # per layer (V, heads, Nc, D / heads)
     values: list[torch.Tensor]
     mask: torch.Tensor  # (V, Nc) bool, True = a valid context token
+    states: torch.Tensor | None = None  # (V, Nc, D) the last layer's output: the context encoded on its own
 
     def __len__(self) -> int:
         return self.mask.shape[0]
@@ -252,7 +253,7 @@ class BertEncoder(nn.Module):
             context, k, v = self._run(layer.forward_context, context, own)
             keys.append(k)
             values.append(v)
-        return FusionContext(keys, values, context_mask)
+        return FusionContext(keys, values, context_mask, context)
 
     def forward_text(
         self, text: torch.Tensor, context: FusionContext, index: torch.Tensor, mask: torch.Tensor

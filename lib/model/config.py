@@ -66,6 +66,10 @@ class LavenderConfig:
     # true/false options, retrieval pairs): fusion work per extra text falls from video + text tokens to
     # text tokens.
     video_attends_text: bool = True
+    # Contrastive (dual-encoder) head: projections of the pooled video / text into a space of this size
+    # (ALPRO: 256) and a learnable temperature; 0 builds none (LAVENDER's layout).
+    contrastive_dim: int = 0
+    contrastive_temp: float = 0.07
     # Pre-text task token (emb_task row added before the text when enabled).
     enable_task_token: bool = False
     num_task_tokens: int = 10

@@ -33,6 +33,7 @@ from torch import nn
 
 from .bert import ATTN_MASK_TYPES, BertEncoder, FusionContext, MLMHead, fusion_mask, text_self_mask
 from .config import TASK_TOKEN_IDS, LavenderConfig
+from .contrastive import ContrastiveHead
 from .encoders import EncoderSpec, encoder_spec
 
 # ----------------------------------------------------------------------------------------------------
@@ -64,6 +65,12 @@ class LavenderModel(nn.Module):
                 for spec in self.context_encoders
                 if spec.type_embedding
             }
+        )
+        # The dual-encoder path (lib.model.contrastive): vtc.proj_video / vtc.proj_text / vtc.temp.
+        self.vtc = (
+            ContrastiveHead(config.hidden_size, config.contrastive_dim, config.contrastive_temp)
+            if config.contrastive_dim
+            else None
         )
         self.load_reports: dict[str, Any] = {}  # filled by build_from_pretrained_parts: what came from where
         self.reset_parameters()
@@ -99,6 +106,8 @@ class LavenderModel(nn.Module):
             for p in (self.emb_task, *self.emb_type.values()):
                 p.normal_(std=std)
             self.fc_mtm.predictions.bias.zero_()
+            if self.vtc is not None:
+                self.vtc.temp.fill_(self.config.contrastive_temp)
 
     # -- the four steps --------------------------------------------------------------------------------
 
@@ -204,6 +213,34 @@ class LavenderModel(nn.Module):
         mode = "seq2seq" if attn == "seq2seq" else "prefix"
         allowed = fusion_mask(context.mask.index_select(0, video_index), text_mask.bool(), mode)
         return self.trsfr.forward_text(text_emb, context, video_index, allowed[..., -n_text:, :])
+
+    # -- the dual-encoder path (lib.model.contrastive) ----------------------------------------------------
+
+    def _contrastive_head(self) -> ContrastiveHead:
+        if self.vtc is None:
+            raise ValueError("this model has no contrastive head: build it with contrastive_dim > 0")
+        return self.vtc
+
+    def video_embedding(
+        self, video: torch.Tensor | FusionContext, video_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(V, d) L2-normalised: the video tokens through the fusion encoder on their own (or a
+        :class:`FusionContext` that holds them), mean-pooled over valid tokens, projected."""
+        head = self._contrastive_head()
+        if not isinstance(video, FusionContext) or video.states is None:
+            video = self.fusion_context(video, video_mask, task="vtm")  # type: ignore[arg-type]
+        states, valid = video.states, video.mask.to(video.states.dtype).unsqueeze(-1)
+        pooled = (states * valid).sum(1) / valid.sum(1).clamp(min=1)
+        return head.video(pooled)
+
+    def text_embedding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, d) L2-normalised: the [CLS] of the text through its text-only layers (ALPRO's unimodal text
+        encoder) or, when the model has none, through the fusion layers on its own; projected."""
+        head = self._contrastive_head()
+        text = self.embed_text(ids, mask)
+        if self.config.text_layers == 0:
+            text = self.trsfr(text, text_self_mask(mask.bool(), causal=False))
+        return head.text(text[:, 0])
 
     def task_token(self, task: str | None, batch: int) -> torch.Tensor | None:
         """(B, 1, D) ``emb_task`` row for ``task`` when ``config.enable_task_token``, else None."""

@@ -222,6 +222,14 @@ def vtm(tok, texts: Sequence[str], size_txt: int, matched: Sequence[bool] | None
     return Layout(ids, mask, labels, torch.full((n,), size_txt, dtype=torch.long), task="vtm")
 
 
+def plain_text(tok, texts: Sequence[str], size_txt: int) -> Layout:
+    """``[CLS] w… [SEP] [PAD]…`` of length ``size_txt`` with no supervision: the text part of :func:`vtm` (its
+    appended ``[MASK]`` dropped), the input of MTM and of the text embedding (contrastive alignment)."""
+    base = vtm(tok, texts, size_txt)
+    ids, mask = base.ids[:, :size_txt], base.mask[:, :size_txt]
+    return Layout(ids, mask, torch.full_like(ids, IGNORE_INDEX))
+
+
 def retrieval_mc(
     tok,
     questions: Sequence[str],

@@ -46,6 +46,8 @@ def model_config(cfg: Config) -> LavenderConfig:
         "swin_drop_path": cfg.vis_drop_path,
         "swin_stem_convs": cfg.vis_stem_convs,
         "video_attends_text": cfg.video_attends_text,
+        "contrastive_dim": cfg.contrastive_dim,
+        "contrastive_temp": cfg.contrastive_temp,
         "frame_size": cfg.size_img if resize_on_device(cfg) else None,
     }
     if cfg.txt_layers is not None:

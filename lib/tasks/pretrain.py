@@ -62,20 +62,12 @@ OBJECTIVES = ("mtm", "vtm")
 # ------------------------------------------------------------------------------------------ objectives
 
 
-def text_layout(tok, texts: list[str], size_txt: int) -> layouts.Layout:
-    """``[CLS] w… [SEP] [PAD]…`` of length ``size_txt``: the text part of the VTM layout (its last
-    position, the appended ``[MASK]``, dropped), with no supervision."""
-    base = layouts.vtm(tok, texts, size_txt)
-    ids, mask = base.ids[:, :size_txt], base.mask[:, :size_txt]
-    return layouts.Layout(ids, mask, torch.full_like(ids, layouts.IGNORE_INDEX))
-
-
 def mlm_layout(
     tok, texts: list[str], size_txt: int, p: float, generators: list[torch.Generator] | None = None
 ) -> layouts.Layout:
-    """MTM input: :func:`text_layout` corrupted by :func:`lib.model.layouts.mlm_mask`. ``generators``
+    """MTM input: :func:`layouts.plain_text` corrupted by :func:`layouts.mlm_mask`. ``generators``
     (one per text) make the masking of every row reproducible on its own (evaluation)."""
-    base = text_layout(tok, texts, size_txt)
+    base = layouts.plain_text(tok, texts, size_txt)
     special = layouts.special_ids(tok)
     if generators is None:
         ids, labels = layouts.mlm_mask(base.ids, special, tok.mask_token_id, p)

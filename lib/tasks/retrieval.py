@@ -24,14 +24,17 @@ import torch
 from lib.data.annotations import caption_text
 from lib.data.datasets import stack_clips
 from lib.engine import distributed as D
-from lib.engine.config import Config
+from lib.engine.config import Config, ConfigError
 from lib.metrics.retrieval import retrieval_metrics
 from lib.model import layouts
 from lib.model.bert import FusionContext
+from lib.model.contrastive import info_nce, sample_hard_negatives
 from lib.model.mlm import matching_loss, true_false_pair_scores
+from lib.model.shortlist import dual_softmax, two_stage
 from lib.tasks.common import AnnotatedTask, Predictor, Task, clip_dataset, eval_batches, model_device
 from lib.tasks.registry import register_task
 
+RANKS_AT = (1, 5, 10, 50)
 VTM_TASK = "vtm"  # the task token of the true/false layouts (lib.model.layouts.vtm)
 TF_SCORES = {
     "prob": "2-way softmax over the 'true'/'false' logits",
@@ -43,8 +46,10 @@ class MatchPredictor(Predictor):
     """Video-text matching scores: "true" vs "false" at the [MASK] after the text (:func:`layouts.vtm`).
 
     Settings: ``size_txt``, ``tf_score`` ("prob" or the reference's "ratio"), ``pair_batch`` (fusion rows per
-    pass). Rankings use the log-odds of "true" (never a tie where p rounds to 1.0); :meth:`predict` reports
-    p("true")."""
+    pass), ``retrieval_mode`` / ``rerank_k`` / ``dual_softmax`` (:meth:`rank`). Rankings use the log-odds of
+    "true" (never a tie where p rounds to 1.0); :meth:`predict` reports p("true"). With a contrastive head
+    (``contrastive_dim``) it also ranks by embeddings alone ("dual") or re-ranks their shortlist
+    ("rerank")."""
 
     def __init__(self, model, tokenizer, settings: Mapping[str, Any]):
         super().__init__(model, tokenizer, settings)
@@ -88,6 +93,59 @@ class MatchPredictor(Predictor):
         video_of = torch.arange(n_v).repeat(len(texts))
         return self.pair_scores(texts, video, masks, text_of, video_of).view(len(texts), n_v).numpy()
 
+    def context(self, video: torch.Tensor | FusionContext, masks: torch.Tensor | None) -> FusionContext:
+        """The videos encoded on their own by the fusion encoder (what the embeddings pool)."""
+        if isinstance(video, FusionContext) and video.states is not None:
+            return video
+        return self.model.fusion_context(video, masks, VTM_TASK)
+
+    def text_embeddings(self, texts: Sequence[str], batch: int = 256) -> torch.Tensor:
+        """(T, d) contrastive embeddings of the texts."""
+        out = []
+        device = next(self.model.parameters()).device
+        for start in range(0, len(texts), batch):
+            layout = layouts.plain_text(
+                self.tok, list(texts[start : start + batch]), int(self.settings["size_txt"])
+            )
+            out.append(self.model.text_embedding(layout.ids.to(device), layout.mask.to(device)))
+        return torch.cat(out) if out else torch.zeros(0, 1)
+
+    def rank(
+        self,
+        texts: Sequence[str],
+        video: torch.Tensor | FusionContext,
+        masks: torch.Tensor | None = None,
+        mode: str | None = None,
+        k: int | None = None,
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """(len(texts), n_videos) scores that rank the videos for each text in ``mode`` (default: the
+        settings'): "full" = :meth:`score_matrix`; "dual" = embedding similarities; "rerank" = each text's
+        top ``k`` by similarity re-scored by the matching head, above the rest. Also the cost: fusion pairs
+        and seconds per stage."""
+        mode = mode or self.settings.get("retrieval_mode", "full")
+        if mode == "full":
+            started = time.perf_counter()
+            scores = self.score_matrix(texts, video, masks)
+            return scores, {"fusion_pairs": float(scores.size), "rerank_s": time.perf_counter() - started}
+        started = time.perf_counter()
+        context = self.context(video, masks)
+        sim = (self.text_embeddings(texts) @ self.model.video_embedding(context).T).double().cpu().numpy()
+        if self.settings.get("dual_softmax"):
+            sim = dual_softmax(sim)
+        cost = {"embed_s": time.perf_counter() - started, "fusion_pairs": 0.0}
+        if mode == "dual":
+            return sim, cost
+        k = int(k or self.settings.get("rerank_k", 16))
+        started = time.perf_counter()
+
+        def rescore(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            fused = context if self.model.shares_video("full") else video
+            pairs = self.pair_scores(texts, fused, masks, torch.from_numpy(rows), torch.from_numpy(cols))
+            return pairs.numpy()
+
+        scores, n_pairs = two_stage(sim, k, rescore)
+        return scores, {**cost, "fusion_pairs": float(n_pairs), "rerank_s": time.perf_counter() - started}
+
     def predict(
         self, feat: torch.Tensor, mask: torch.Tensor, inputs: Sequence[Mapping[str, Any]], **options: Any
     ) -> list[dict[str, Any]]:
@@ -103,19 +161,41 @@ class RetrievalTask(AnnotatedTask):
     annotation_format = "retrieval"
     predictor = MatchPredictor
 
+    def __init__(self, cfg: Config, tokenizer, name: str | None = None):
+        super().__init__(cfg, tokenizer, name)
+        self.uses_vtc = cfg.vtc_weight > 0 or cfg.vtm_negatives_from == "vtc"
+        if (self.uses_vtc or cfg.retrieval_mode != "full") and cfg.contrastive_dim <= 0:
+            raise ConfigError(
+                f"{self.name}: vtc_weight / vtm_negatives_from vtc / retrieval_mode {cfg.retrieval_mode} "
+                "need the contrastive head: set contrastive_dim (e.g. 256)"
+            )
+
     @classmethod
     def inference_entry(cls, cfg: Config, task: Task | None = None) -> dict[str, Any] | None:
         base = super().inference_entry(cfg, task) or {}
-        return {**base, "tf_score": cfg.tf_score, "pair_batch": cfg.eval_pair_batch}
+        return {
+            **base,
+            "tf_score": cfg.tf_score,
+            "pair_batch": cfg.eval_pair_batch,
+            "retrieval_mode": cfg.retrieval_mode,
+            "rerank_k": cfg.rerank_k,
+            "dual_softmax": cfg.dual_softmax,
+        }
 
     @classmethod
     def protocol(cls, entry: Mapping[str, Any]) -> str:
-        return (
-            "text-to-video retrieval: every caption of the split ranked against every video of the split by "
-            "the fusion encoder (a full cross-encoder ranking); the score is the true/false score at the "
-            f"[MASK] after the text ({TF_SCORES.get(entry.get('tf_score', 'prob'), '')}); R@1/5/10, median "
-            "and mean rank, text-to-video and video-to-text"
-        )
+        tf = TF_SCORES.get(entry.get("tf_score", "prob"), "")
+        how = {
+            "full": "every caption of the split ranked against every video of the split by the fusion "
+            "encoder (a full cross-encoder ranking); the score is the true/false score at the [MASK] after "
+            f"the text ({tf})",
+            "dual": "every caption ranked against every video by the dot product of their contrastive "
+            "embeddings (no fusion pass)",
+            "rerank": f"each caption's top {entry.get('rerank_k')} videos by the dot product of the "
+            f"contrastive embeddings re-scored by the matching head ({tf}) and ranked above the rest (and "
+            "the same for each video's captions)",
+        }[entry.get("retrieval_mode", "full")]
+        return f"text-to-video retrieval: {how}; R@1/5/10/50, median and mean rank, both directions"
 
     # ---- training
 
@@ -123,17 +203,51 @@ class RetrievalTask(AnnotatedTask):
         rng = random.Random(random.getrandbits(64))
         texts = [caption_text(item["record"], True, rng) for item in items]
         video, text, matched = layouts.vtm_pairs(len(items), self.cfg.vtm_negatives, rng)
-        layout = layouts.vtm(self.tok, [texts[j] for j in text], self.cfg.size_txt, matched)
-        return {
-            "video": stack_clips(items),
-            "layout": layout,
-            "pair_video": torch.tensor(video),
-            "ids": [item["id"] for item in items],
-        }
+        batch = {"video": stack_clips(items), "ids": [item["id"] for item in items]}
+        if self.cfg.vtm_negatives_from == "batch":
+            layout = layouts.vtm(self.tok, [texts[j] for j in text], self.cfg.size_txt, matched)
+            batch.update(layout=layout, pair_video=torch.tensor(video))
+        if self.uses_vtc:
+            batch.update(texts=texts, text=layouts.plain_text(self.tok, texts, self.cfg.size_txt))
+        return batch
 
     def step(self, model, batch: dict[str, Any]) -> dict:
         feat, mask = model.encode_video(batch["video"].to(model_device(model)))
-        return matching_loss(model, feat, mask, batch["layout"], batch["pair_video"])
+        if not self.uses_vtc:
+            return matching_loss(model, feat, mask, batch["layout"], batch["pair_video"])
+        context = model.fusion_context(feat, mask, VTM_TASK)  # the videos on their own: pooled for VTC
+        video = model.video_embedding(context)
+        layout = batch["text"].to(feat.device)
+        text = model.text_embedding(layout.ids, layout.mask)
+        vtc = info_nce(video, text, model.vtc.temperature(), self.cfg.vtc_gather)
+        if self.cfg.vtm_negatives_from == "vtc":
+            layout, pair_video = self.hard_pairs(batch["texts"], video.detach(), text.detach())
+        else:
+            layout, pair_video = batch["layout"], batch["pair_video"]
+        fused = context if model.shares_video("full") else feat  # a prefix-masked fusion reuses the pass
+        vtm = matching_loss(model, fused, mask, layout, pair_video)
+        return {
+            "loss": vtm["loss"] + self.cfg.vtc_weight * vtc["loss"],
+            "acc": vtm["acc"],
+            "vtm_loss": vtm["loss"].detach(),
+            "vtc_loss": vtc["loss"].detach(),
+            "vtc_acc": vtc["acc"],
+        }
+
+    def hard_pairs(
+        self, texts: list[str], video: torch.Tensor, text: torch.Tensor
+    ) -> tuple[layouts.Layout, torch.Tensor]:
+        """ALPRO's VTM batch: every (video, own text) pair, plus for each video a negative text and for each
+        text a negative video, drawn from the softmax of their contrastive similarities (self excluded)."""
+        sim = video @ text.T
+        neg_text = sample_hard_negatives(sim).tolist()
+        neg_video = sample_hard_negatives(sim.T).tolist()
+        n = len(texts)
+        pair_video = [*range(n), *range(n), *neg_video]
+        pair_text = [*range(n), *neg_text, *range(n)]
+        matched = [True] * n + [False] * (2 * n)
+        layout = layouts.vtm(self.tok, [texts[j] for j in pair_text], self.cfg.size_txt, matched)
+        return layout, torch.tensor(pair_video)
 
     # ---- evaluation
 
@@ -151,6 +265,8 @@ class RetrievalTask(AnnotatedTask):
         return list(dataset.videos), feats, masks
 
     def evaluate(self, model, split: str) -> dict[str, float]:
+        """Retrieval in ``retrieval_mode``: text -> video over this rank's share of the texts, video -> text
+        (rerank: each video's own shortlist of texts) over its share of the videos, gathered."""
         records = self.ann[split]
         started = time.perf_counter()
         videos, feats, masks = self.encode_videos(model, records)
@@ -160,19 +276,62 @@ class RetrievalTask(AnnotatedTask):
         column = {v: i for i, v in enumerate(videos)}
         texts = [caption_text(r, False, random.Random(0)) for r in records]
         text_to_video = [column[r.video] for r in records]
+        mode = self.cfg.retrieval_mode
+        cost = {"fusion_pairs": 0.0, "embed_s": 0.0, "rerank_s": 0.0}  # the same keys on every rank
+
+        def add(found: dict[str, float]) -> None:
+            for key, value in found.items():
+                cost[key] = cost.get(key, 0.0) + value
+
         mine = list(D.eval_shard_range(len(texts)))
+        step = max(1, self.cfg.size_batch) if mode == "full" else max(1, len(mine))
         rows = []
-        for start in range(0, len(mine), max(1, self.cfg.size_batch)):
-            chunk = mine[start : start + max(1, self.cfg.size_batch)]
-            rows += list(predictor.score_matrix([texts[i] for i in chunk], video, masks))
-        scores = np.stack(D.gather_eval(rows)) if texts else np.zeros((0, len(videos)))
+        for start in range(0, len(mine), step):
+            chunk = mine[start : start + step]
+            scores, found = predictor.rank([texts[i] for i in chunk], video, masks, mode)
+            rows += list(scores)
+            add(found)
+        t2v = np.stack(D.gather_eval(rows)) if texts else np.zeros((0, len(videos)))
+        v2t = t2v
+        if mode == "rerank":  # video -> text: each video's top-k texts re-scored (this rank's videos)
+            v2t = self.rerank_videos(predictor, model, texts, video, masks, add)
         elapsed = time.perf_counter() - started
-        metrics = retrieval_metrics(scores, text_to_video)
-        n_pairs = scores.size
+        metrics = retrieval_metrics(t2v, text_to_video, ks=RANKS_AT)
+        metrics.update(
+            {
+                k: v
+                for k, v in retrieval_metrics(v2t, text_to_video, ks=RANKS_AT).items()
+                if k.startswith("v2t")
+            }
+        )
+        # pairs add up over the ranks; a stage's seconds are its slowest rank's
+        totals = {
+            k: float((sum if k == "fusion_pairs" else max)(D.all_gather_object(v))) for k, v in cost.items()
+        }
         metrics.update(
             n_texts=len(texts),
             n_videos=len(videos),
             video_encode_s=encoded - started,
-            ms_per_pair=1000 * (elapsed - (encoded - started)) / max(1, n_pairs),
+            ms_per_pair=1000 * (elapsed - (encoded - started)) / max(1, t2v.size),
+            **totals,
         )
         return metrics
+
+    def rerank_videos(self, predictor, model, texts, video, masks, add) -> np.ndarray:
+        """(T, V) scores whose columns rank each video's texts: its top ``rerank_k`` texts by similarity
+        re-scored by the matching head, above the rest (videos shared out over the ranks)."""
+        context = predictor.context(video, masks)
+        sim = (predictor.text_embeddings(texts) @ model.video_embedding(context).T).double().cpu().numpy()
+        if self.cfg.dual_softmax:
+            sim = dual_softmax(sim)
+        mine = list(D.eval_shard_range(sim.shape[1]))
+        fused = context if model.shares_video("full") else video
+        started = time.perf_counter()
+
+        def rescore(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:  # rows: videos (mine), cols: texts
+            video_of = torch.tensor([mine[r] for r in rows])
+            return predictor.pair_scores(texts, fused, masks, torch.from_numpy(cols), video_of).numpy()
+
+        part, n_pairs = two_stage(sim.T[mine], self.cfg.rerank_k, rescore)
+        add({"fusion_pairs": float(n_pairs), "rerank_s": time.perf_counter() - started})
+        return np.concatenate(D.gather_eval([part]), axis=0).T

@@ -14,7 +14,7 @@ from lib.data.annotations import caption_text
 from lib.engine.checkpointing import seed_everything
 from lib.engine.config import load_config
 from lib.metrics.retrieval import retrieval_metrics
-from lib.model.layouts import vtm_pairs
+from lib.model.layouts import plain_text, vtm_pairs
 from lib.tasks.build import build_model
 from lib.tasks.common import load_tokenizer
 from lib.tasks.retrieval import RetrievalTask
@@ -45,8 +45,8 @@ def test_entry_point_trains_and_ranks_every_test_caption_against_every_video(tin
     assert 0 <= metrics[prefix + "t2v_R1"] <= metrics[prefix + "t2v_R5"] <= metrics[prefix + "t2v_R10"] <= 100
 
 
-def _task(tiny_args):
-    cfg = load_config([*tiny_args, "--type", "retrieval", "--task", "demo-retrieval"])
+def _task(tiny_args, *extra: str):
+    cfg = load_config([*tiny_args, "--type", "retrieval", "--task", "demo-retrieval", *extra])
     tok = load_tokenizer(cfg.txt_backbone)
     seed_everything(0)
     return RetrievalTask(cfg, tok), build_model(cfg, tok)
@@ -84,3 +84,83 @@ def test_training_steps_lower_the_matching_loss(tiny_args):
         opt.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]
+
+
+# ------------------------------------------------------------------------ contrastive and two-stage modes
+
+VTC = ("--contrastive_dim", "16", "--video_attends_text", "false")
+
+
+def _evaluate(task, model, mode: str, k: int = 16) -> dict[str, float]:
+    task.cfg = task.cfg.override({"retrieval_mode": mode, "rerank_k": k})
+    task._predictor = None
+    with torch.no_grad():
+        return task.evaluate(model.eval(), "test")
+
+
+def test_dual_and_rerank_rankings_equal_a_brute_force_reference(tiny_args):
+    task, model = _task(tiny_args, *VTC, "--vtc_weight", "1")
+    records = task.ann["test"]
+    with torch.no_grad():
+        videos, feats, masks = task.encode_videos(model.eval(), records)
+        texts = [caption_text(r, False, random.Random(0)) for r in records]
+        video_emb = []
+        for i in range(len(videos)):  # one video, one text at a time
+            video_emb.append(model.video_embedding(feats[i : i + 1], masks[i : i + 1])[0])
+        text_emb = []
+        for t in texts:
+            layout = plain_text(task.tok, [t], 16)
+            text_emb.append(model.text_embedding(layout.ids, layout.mask)[0])
+        sim = (torch.stack(text_emb) @ torch.stack(video_emb).T).double().numpy()
+        full = task.make_predictor(model).score_matrix(texts, feats, masks)
+    gt = [videos.index(r.video) for r in records]
+    dual = _evaluate(task, model, "dual")
+    expected = retrieval_metrics(sim, gt, ks=(1, 5, 10, 50))
+    for key, value in expected.items():
+        assert dual[key] == pytest.approx(value, abs=1e-6), key
+    assert dual["fusion_pairs"] == 0
+
+    k = 3
+    rerank = _evaluate(task, model, "rerank", k)
+    ranked = []  # brute force: each text's top k by similarity, by matching score, then the rest
+    for i in range(len(texts)):
+        short = list(np.argsort(-sim[i], kind="stable")[:k])
+        order = sorted(short, key=lambda j: -full[i, j]) + [j for j in np.argsort(-sim[i]) if j not in short]
+        ranked.append(order.index(gt[i]) + 1)
+    assert rerank["t2v_R1"] == pytest.approx(100 * np.mean(np.array(ranked) <= 1))
+    assert rerank["t2v_MeanR"] == pytest.approx(np.mean(ranked))
+    assert rerank["fusion_pairs"] == len(texts) * k + len(videos) * k
+
+
+def test_rerank_with_k_equal_to_the_gallery_equals_the_full_ranking(tiny_args):
+    task, model = _task(tiny_args, *VTC, "--vtc_weight", "1")
+    full = _evaluate(task, model, "full")
+    rerank = _evaluate(task, model, "rerank", k=full["n_videos"] * 10)
+    for key in ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MedR", "t2v_MeanR", "v2t_R1", "v2t_R5", "v2t_MeanR"):
+        assert rerank[key] == full[key], key
+
+
+def test_vtc_with_hard_negatives_trains_both_losses(tiny_args):
+    task, model = _task(tiny_args, *VTC, "--vtc_weight", "1", "--vtm_negatives_from", "vtc")
+    stream = task.train_stream()
+    random.seed(0)
+    torch.manual_seed(0)
+    batch = stream.collate_fn([stream.dataset[i] for i in range(4)])
+    assert "layout" not in batch  # the matching pairs are mined in the step, from the similarities
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    first = last = None
+    for _ in range(10):
+        out = stream.step_fn(model, batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first or {k: float(v.detach()) for k, v in out.items()}
+        last = {k: float(v.detach()) for k, v in out.items()}
+    assert last["loss"] == pytest.approx(last["vtm_loss"] + last["vtc_loss"], rel=1e-5)
+    assert last["vtc_loss"] < first["vtc_loss"] and last["vtm_loss"] < first["vtm_loss"]
+    assert model.vtc.temp.grad is not None
+
+
+def test_contrastive_modes_need_the_head(tiny_args):
+    with pytest.raises(Exception, match="contrastive_dim"):
+        _task(tiny_args, "--retrieval_mode", "dual")
