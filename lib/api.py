@@ -73,6 +73,9 @@ from lib.tasks.common import Predictor
 from lib.tasks.qa_open import TOP_K
 from lib.tasks.registry import canonical_name, get_task
 
+FAST_GALLERY = 64
+"""Galleries larger than this are ranked two-stage by default when the model has a contrastive head."""
+RETRIEVAL_MODES = ("full", "dual", "rerank")
 VideoInput = Any
 """A path, a frame-TSV row, an RGB array (T, H, W, 3), a list of RGB arrays, or a :class:`Video`."""
 _T = TypeVar("_T")
@@ -508,15 +511,43 @@ class Lavender:
         scores = predictor.pair_scores(ts, feats, masks, text_of, video_of, probability=True).tolist()
         return scores[0] if one_video and one_text else scores
 
+    def retrieval_mode(self, n_videos: int, mode: str | None = None, task: str | None = None) -> str:
+        """The ranking mode of ``retrieve``: ``mode`` when given; else "full" (every pair through the
+        matching head) up to :data:`FAST_GALLERY` videos and, above, "rerank" (the contrastive embeddings'
+        shortlist re-scored by the matching head) when the model has a contrastive head; "dual" when the
+        checkpoint (or the entry ``task``) trained only the contrastive head."""
+        if mode not in (None, "auto"):
+            if mode not in RETRIEVAL_MODES:
+                raise ValueError(f"mode {mode!r}; choose one of {RETRIEVAL_MODES} or auto")
+            return mode
+        entries = [self._entry("retrieval", task)] if task else self.settings["tasks"].get("retrieval", [])
+        matching = not entries or any(e.get("retrieval_mode", "full") != "dual" for e in entries)
+        if not matching:
+            return "dual"
+        return "rerank" if self.model.vtc is not None and n_videos > FAST_GALLERY else "full"
+
     @_inference
-    def scores(self, texts: Sequence[str], videos: VideoInput, *, task: str | None = None) -> np.ndarray:
-        """(len(texts), len(videos)) true/false ranking scores of every text against every video (the log-odds
-        of "true" by default: the order of p("true"), without ties where it rounds to 1.0)."""
+    def scores(
+        self,
+        texts: Sequence[str],
+        videos: VideoInput,
+        *,
+        task: str | None = None,
+        mode: str | None = None,
+        rerank_k: int | None = None,
+    ) -> np.ndarray:
+        """(len(texts), len(videos)) scores that rank the videos for each text. ``mode`` "full": the
+        true/false ranking score of every pair (the log-odds of "true" by default: the order of p("true"),
+        without ties where it rounds to 1.0); "dual": contrastive similarities; "rerank": each text's top
+        ``rerank_k`` videos by similarity re-scored by the matching head, above the rest; default: see
+        :meth:`retrieval_mode`."""
         _, ts = _as_list(texts, lambda t: isinstance(t, str))
         _, items = _as_list(videos, is_single_video)
         entry = self._entry("retrieval", task)
         feats, masks = self._encode(items, entry)
-        return self._predictor("retrieval", entry).score_matrix(ts, feats, masks)
+        predictor = self._predictor("retrieval", entry)
+        chosen = self.retrieval_mode(len(items), mode, task)
+        return predictor.rank(ts, predictor.video_side(feats, masks), masks, chosen, rerank_k)[0]
 
     def retrieve(
         self,
@@ -525,11 +556,13 @@ class Lavender:
         top_k: int | None = None,
         *,
         task: str | None = None,
+        mode: str | None = None,
+        rerank_k: int | None = None,
     ) -> Any:
         """For each text, the videos ranked best first as ``(index into videos, score)``, the first ``top_k``
-        (all by default). Ties keep the videos' order."""
+        (all by default). Ties keep the videos' order. ``mode``: see :meth:`scores`."""
         one_text = isinstance(texts, str)
-        matrix = self.scores([texts] if one_text else texts, videos, task=task)
+        matrix = self.scores([texts] if one_text else texts, videos, task=task, mode=mode, rerank_k=rerank_k)
         ranked = [
             [(int(j), float(row[j])) for j in np.argsort(-row, kind="stable")[:top_k]] for row in matrix
         ]

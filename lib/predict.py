@@ -79,6 +79,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     retrieve.add_argument("--videos", nargs="+", required=True, metavar="VIDEO_OR_DIR", help="the video pool")
     retrieve.add_argument("--texts", nargs="+", required=True, help="the queries")
     retrieve.add_argument("--top_k", type=int, default=None, help="videos listed per text (default: all)")
+    retrieve.add_argument(
+        "--mode",
+        default="auto",
+        choices=("auto", "full", "dual", "rerank"),
+        help="full: every pair through the fusion encoder; dual: contrastive embeddings; rerank: their "
+        "shortlist re-scored by the matching head; auto: rerank for large galleries when the model has a "
+        "contrastive head",
+    )
+    retrieve.add_argument("--rerank_k", type=int, default=None, help="rerank: candidates per text")
     match = command("match", "the true/false score of every video with a text")
     match.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files, folders, frame TSVs")
     match.add_argument("--text", required=True, help="the text to match")
@@ -257,7 +266,9 @@ def retrieve(model, args: argparse.Namespace, out: Output) -> None:
             videos.append(item)
     if not videos:
         return
-    ranked = model.retrieve(args.texts, videos, top_k=args.top_k, task=args.task)
+    ranked = model.retrieve(
+        args.texts, videos, top_k=args.top_k, task=args.task, mode=args.mode, rerank_k=args.rerank_k
+    )
     for text, ranking in zip(args.texts, ranked):
         out.write({"text": text, "results": [{"video": videos[j].name, "score": s} for j, s in ranking]})
 

@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "qaoe": "lib.tasks.qa_open",
     "qamc": "lib.tasks.qa_choice",
     "captioning": "lib.tasks.caption",
+    "vtc": "lib.tasks.contrastive",
 }
 """Name -> module that registers the task (imported lazily: each run pulls in only what it needs)."""
 

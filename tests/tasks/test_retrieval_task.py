@@ -164,3 +164,32 @@ def test_vtc_with_hard_negatives_trains_both_losses(tiny_args):
 def test_contrastive_modes_need_the_head(tiny_args):
     with pytest.raises(Exception, match="contrastive_dim"):
         _task(tiny_args, "--retrieval_mode", "dual")
+
+
+def test_one_checkpoint_with_a_vtc_stream_serves_dual_rerank_and_full_retrieval(tiny_args, demo_data):
+    from lib.api import Lavender
+
+    entries = [
+        {"type": "vtc", "task": "demo-retrieval"},
+        {"type": "retrieval", "task": "demo-retrieval", "vtc_weight": 1.0},
+    ]
+    args = [*tiny_args, *VTC, "--type", "multi-task", "--task", "vtc-and-matching"]
+    args += ["--datasets", json.dumps(entries), "--steps_per_epoch", "4"]
+    final = run("multi-task", args)
+    assert final["vtc_demo-retrieval/test/fusion_pairs"] == 0  # the vtc task evaluates by embeddings
+    assert final["retrieval_demo-retrieval/test/fusion_pairs"] > 0
+    out = Path(args[args.index("--path_output") + 1])
+    api = Lavender.from_pretrained(out / "model", device="cpu")
+    assert api.tasks["retrieval"] == ["demo-retrieval", "demo-retrieval"]
+    videos = sorted((demo_data / "videos").glob("demo_test_*.mp4"))
+    texts = ["a red circle moves left", "two blue squares move up"]
+    full = api.scores(texts, videos, mode="full")
+    rerank_all = api.scores(texts, videos, mode="rerank", rerank_k=len(videos))
+    assert (np.argsort(-full, axis=1) == np.argsort(-rerank_all, axis=1)).all()
+    dual = api.scores(texts, videos, mode="dual")
+    short = api.retrieve(texts, videos, top_k=3, mode="rerank", rerank_k=3)
+    for row, ranked in zip(range(len(texts)), short):  # the dual shortlist, ordered by the matching head
+        shortlist = set(np.argsort(-dual[row])[:3])
+        assert {j for j, _ in ranked} == shortlist
+        assert [j for j, _ in ranked] == sorted(shortlist, key=lambda j: -full[row, j])
+    assert api.retrieval_mode(len(videos)) == "full" and api.retrieval_mode(1000) == "rerank"
