@@ -339,6 +339,69 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+ALPRO_SPLITS = {"train": "train.jsonl", "val": "val.jsonl", "test": "test.jsonl"}
+
+
+def is_alpro_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is ALPRO's annotation folder (``txt/`` holding ``{train,val,test}.jsonl``)."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in ALPRO_SPLITS.values())
+
+
+def read_alpro_folder(path: str | os.PathLike, kind: str) -> dict[str, Any]:
+    """ALPRO's ``txt/{train,val,test}.jsonl`` as this module's object (read as they are, one JSON per line):
+
+    * retrieval / captions: ``{"clip_name", "caption"}`` -> ``{"video", "caption"}``;
+    * open-ended QA (MSRVTT-QA, MSVD-QA): ``{"video_id", "question", "answer" (a string), "answer_type",
+      "question_id"}`` -> ``{"video", "question", "answer" (label), "answer_text", "type"}``, labels from
+      ``train_ans2label.json`` beside the folder or its parent (ALPRO's answer list), else the train answers.
+    """
+    path = Path(path)
+    if kind not in ("retrieval", "qa_open"):
+        raise AnnotationError(path, f"ALPRO's jsonl folders hold retrieval or open-ended QA, not {kind!r}")
+    splits: dict[str, Any] = {}
+    for split, name in ALPRO_SPLITS.items():
+        file = path / name
+        if not file.is_file():
+            continue
+        rows = []
+        with open(file, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise AnnotationError(file, f"line {line_no} is not valid JSON ({e})") from None
+        splits[split] = rows
+    if kind == "retrieval":
+        return {
+            split: [{"video": r.get("clip_name"), "caption": r.get("caption")} for r in rows]
+            for split, rows in splits.items()
+        }
+    ans2label = next(
+        (read_json_object(p) for p in (path / "train_ans2label.json", path.parent / "train_ans2label.json")
+         if p.is_file()),
+        None,
+    )  # fmt: skip
+    if ans2label is None:
+        answers = dict.fromkeys(str(r.get("answer")) for r in splits.get("train", []))
+        ans2label = {a: i for i, a in enumerate(answers)}
+    out: dict[str, Any] = {"ans2label": ans2label}
+    for split, rows in splits.items():
+        out[split] = [
+            {
+                "video": r.get("video_id"),
+                "question": r.get("question"),
+                "answer": ans2label.get(str(r.get("answer")), -1),
+                "answer_text": r.get("answer"),
+                **({"type": r["answer_type"]} if "answer_type" in r else {}),
+            }
+            for r in rows
+        ]
+    return out
+
+
 def _qa_labels(path: Path, obj: Mapping[str, Any]) -> tuple[list[str] | None, dict[str, int] | None]:
     """The top-level ``vocab`` / ``ans2label`` of an open-ended QA file (each derived from the other)."""
     vocab, ans2label = obj.get("vocab"), obj.get("ans2label")
@@ -389,7 +452,7 @@ def load_annotations(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
-    obj = read_json_object(path)
+    obj = read_alpro_folder(path, kind) if is_alpro_folder(path) else read_json_object(path)
     present = [s for s in SPLITS if s in obj]
     unknown = sorted(set(obj) - set(SPLITS) - set(METADATA_KEYS.get(kind, ())))
     if unknown:

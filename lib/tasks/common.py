@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lib.data.annotations import load_annotations
+from lib.data.annotations import is_alpro_folder, load_annotations
 from lib.data.datasets import ClipDataset, VideoStore, stack_clips
 from lib.data.frames import ClipTransform
 from lib.engine import distributed as D
@@ -84,8 +84,16 @@ def load_tokenizer(name_or_dir: str):
 
 
 def txt_path(cfg: Config, task: str) -> Path:
-    """``{txt_dir or data_dir}/txt_{task}.json`` (LAVENDER's annotation file naming)."""
-    return Path(cfg.txt_dir or cfg.data_dir) / f"txt_{task}.json"
+    """``{txt_dir or data_dir}/txt_{task}.json`` (LAVENDER's annotation file naming); where that file does not
+    exist, ALPRO's folder ``{txt_dir or data_dir}/{task}/txt/`` (``{train,val,test}.jsonl``) or the folder
+    ``txt_dir`` itself when it holds them."""
+    folder = Path(cfg.txt_dir or cfg.data_dir)
+    lavender = folder / f"txt_{task}.json"
+    if not lavender.exists():
+        for alpro in (folder / task / "txt", folder):
+            if is_alpro_folder(alpro):
+                return alpro
+    return lavender
 
 
 def img_tsv_path(cfg: Config, dataset: str) -> Path:

@@ -243,3 +243,34 @@ def test_write_json_atomic_leaves_no_temp(tmp_path):
     path = write_json_atomic(tmp_path / "out.json", {"train": ["é"]})
     assert json.loads(path.read_text(encoding="utf-8")) == {"train": ["é"]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def _jsonl(path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_alpro_jsonl_folders_read_as_they_are(tmp_path):
+    txt = tmp_path / "msrvtt_ret" / "txt"
+    _jsonl(txt / "train.jsonl", [{"caption": "a man sings", "clip_name": "video1"}])
+    _jsonl(txt / "test.jsonl", [{"caption": "a dog runs", "clip_name": "video2"}])
+    ret = load_annotations(txt, "retrieval")
+    assert [(r.video, r.text) for r in ret["train"]] == [("video1", "a man sings")]
+    assert [(r.video, r.text) for r in ret["test"]] == [("video2", "a dog runs")]
+
+    qa = tmp_path / "msrvtt_qa"
+    (qa / "train_ans2label.json").parent.mkdir(parents=True, exist_ok=True)
+    (qa / "train_ans2label.json").write_text(json.dumps({"man": 0, "dog": 1}))
+    row = {"answer": "dog", "question": "what runs?", "video_id": "video2", "answer_type": "what"}
+    _jsonl(qa / "txt" / "train.jsonl", [{**row, "question_id": 0}])
+    _jsonl(qa / "txt" / "test.jsonl", [{**row, "answer": "cat", "question_id": 1}])
+    file = load_annotations(qa / "txt", "qa_open")
+    assert file.vocab == ["man", "dog"]
+    first = file["train"][0]
+    assert (first.video, first.question, first.answer, first.answer_text, first.qtype) == (
+        "video2", "what runs?", 1, "dog", "what",
+    )  # fmt: skip
+    assert (file["test"][0].answer, file["test"][0].answer_text) == (-1, "cat")  # outside the answer list
+    with pytest.raises(AnnotationError, match="line 1 is not valid JSON"):
+        (txt / "val.jsonl").write_text("{oops\n")
+        load_annotations(txt, "retrieval")
