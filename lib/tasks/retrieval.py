@@ -23,6 +23,7 @@ import torch
 
 from lib.data.annotations import caption_text
 from lib.data.datasets import stack_clips
+from lib.data.embedding_cache import EmbeddingCache, model_fingerprint, store_fingerprint
 from lib.engine import distributed as D
 from lib.engine.config import Config, ConfigError
 from lib.metrics.retrieval import retrieval_metrics
@@ -31,7 +32,15 @@ from lib.model.bert import FusionContext
 from lib.model.contrastive import info_nce, sample_hard_negatives
 from lib.model.mlm import matching_loss, true_false_pair_scores
 from lib.model.shortlist import dual_softmax, two_stage
-from lib.tasks.common import AnnotatedTask, Predictor, Task, clip_dataset, eval_batches, model_device
+from lib.tasks.common import (
+    AnnotatedTask,
+    Predictor,
+    Task,
+    clip_dataset,
+    clip_settings,
+    eval_batches,
+    model_device,
+)
 from lib.tasks.registry import register_task
 
 RANKS_AT = (1, 5, 10, 50)
@@ -268,6 +277,8 @@ class RetrievalTask(AnnotatedTask):
         """Retrieval in ``retrieval_mode``: text -> video over this rank's share of the texts, video -> text
         (rerank: each video's own shortlist of texts) over its share of the videos, gathered."""
         records = self.ann[split]
+        if self.cfg.retrieval_mode == "dual" and self.cfg.embedding_cache:
+            return self.evaluate_cached_dual(model, records)
         started = time.perf_counter()
         videos, feats, masks = self.encode_videos(model, records)
         predictor = self.make_predictor(model)
@@ -314,6 +325,42 @@ class RetrievalTask(AnnotatedTask):
             video_encode_s=encoded - started,
             ms_per_pair=1000 * (elapsed - (encoded - started)) / max(1, t2v.size),
             **totals,
+        )
+        return metrics
+
+    def evaluate_cached_dual(self, model, records) -> dict[str, float]:
+        """Retrieval by embeddings with the gallery's video embeddings from ``embedding_cache`` (encoded and
+        stored on a miss): a second run with the same checkpoint and frame store encodes no video."""
+        started = time.perf_counter()
+        videos = list(clip_dataset(self.cfg, self.store, records, train=False, videos_only=True).videos)
+        cache = EmbeddingCache(self.cfg.embedding_cache)
+        key = cache.key(
+            model_fingerprint(model), store_fingerprint(self.store.paths), clip_settings(self.cfg), videos
+        )
+        video_emb = cache.get(key, videos)
+        encoded = 0
+        if video_emb is None:
+            _, feats, masks = self.encode_videos(model, records)
+            video_emb = model.video_embedding(feats, masks).float().cpu()
+            encoded = len(videos)
+            if D.is_main():
+                cache.put(key, videos, video_emb)
+        predictor = self.make_predictor(model)
+        texts = [caption_text(r, False, random.Random(0)) for r in records]
+        mine = list(D.eval_shard_range(len(texts)))
+        local = predictor.text_embeddings([texts[i] for i in mine]).float().cpu() if mine else None
+        text_emb = torch.cat([t for t in D.all_gather_object(local) if t is not None])
+        sim = (text_emb @ video_emb.T).double().numpy()
+        if self.cfg.dual_softmax:
+            sim = dual_softmax(sim)
+        column = {v: i for i, v in enumerate(videos)}
+        metrics = retrieval_metrics(sim, [column[r.video] for r in records], ks=RANKS_AT)
+        metrics.update(
+            n_texts=len(texts),
+            n_videos=len(videos),
+            videos_encoded=float(encoded),
+            fusion_pairs=0.0,
+            seconds=time.perf_counter() - started,
         )
         return metrics
 

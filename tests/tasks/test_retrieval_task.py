@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -193,3 +194,25 @@ def test_one_checkpoint_with_a_vtc_stream_serves_dual_rerank_and_full_retrieval(
         assert {j for j, _ in ranked} == shortlist
         assert [j for j, _ in ranked] == sorted(shortlist, key=lambda j: -full[row, j])
     assert api.retrieval_mode(len(videos)) == "full" and api.retrieval_mode(1000) == "rerank"
+
+
+def test_the_embedding_cache_serves_a_second_run_and_misses_when_the_model_or_the_store_change(
+    tiny_args, tmp_path, demo_data
+):
+    cache = ("--embedding_cache", str(tmp_path / "cache"), "--retrieval_mode", "dual")
+    task, model = _task(tiny_args, *VTC, *cache)
+    with torch.no_grad():
+        first = task.evaluate(model.eval(), "test")
+        second = task.evaluate(model, "test")
+        assert first["videos_encoded"] == first["n_videos"] > 0
+        assert second["videos_encoded"] == 0  # nothing encoded: every embedding came from the cache
+        assert {k: v for k, v in second.items() if k.startswith(("t2v", "v2t"))} == {
+            k: v for k, v in first.items() if k.startswith(("t2v", "v2t"))
+        }
+        assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+        model.vtc.proj_video.bias.add_(0.1)  # other weights
+        assert task.evaluate(model, "test")["videos_encoded"] == first["n_videos"]
+        store = demo_data / "img_demo.tsv"
+        os.utime(store, ns=(store.stat().st_atime_ns, store.stat().st_mtime_ns + 10**9))  # a rewritten store
+        assert task.evaluate(model, "test")["videos_encoded"] == first["n_videos"]
+        assert task.evaluate(model, "test")["videos_encoded"] == 0
