@@ -105,6 +105,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("vtc_weight", float, 0.0,
         "retrieval training: weight of the contrastive loss (VTC) added to the matching loss (ALPRO: 1)"),
     Key("vtc_gather", bool, True, "contrastive loss: negatives gathered from every rank (with gradients)"),
+    Key("pem_prompter", str, "",
+        "entity prompts (task pem): the frozen prompter, a checkpoint folder with a contrastive head"),
+    Key("pem_entities", str, "", "entity prompts: a list file, one entity per line ('' = from the captions)"),
+    Key("pem_n_entities", int, 1000, "entity prompts: most frequent caption words used as entities"),
+    Key("pem_threshold", float, 0.2, "entity prompts: pseudo-labels less confident than this are left out"),
+    Key("pem_region", list[float], [0.3, 0.5], "entity prompts: region area, a fraction of the frame"),
     Key("retrieval_mode", str, "full",
         "retrieval evaluation: full (every pair through the fusion encoder), dual (dot products of the "
         "contrastive embeddings), rerank (the dual top rerank_k re-scored by the matching head)",

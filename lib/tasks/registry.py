@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "qamc": "lib.tasks.qa_choice",
     "captioning": "lib.tasks.caption",
     "vtc": "lib.tasks.contrastive",
+    "pem": "lib.tasks.entity_prompts",
 }
 """Name -> module that registers the task (imported lazily: each run pulls in only what it needs)."""
 
