@@ -21,12 +21,13 @@ import logging
 import os
 import pickle
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from lib.utils.atomic import write_bytes
 
 LOG = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class TSVError(ValueError):
     """A TSV, its ``.lineidx`` or an id → offset map is malformed; the message names the file and the fix."""
 
 
-# --------------------------------------------------------------------------------------- paths, atomicity
+# -------------------------------------------------------------------------------------------------- paths
 
 
 def split_tsv_path(prefix_or_tsv: str | os.PathLike) -> tuple[Path, Path]:
@@ -55,24 +56,6 @@ def split_tsv_path(prefix_or_tsv: str | os.PathLike) -> tuple[Path, Path]:
 def eight_byte_lineidx(lineidx: Path) -> Path:
     """``X.lineidx`` → ``X.lineidx.8b`` (the same offsets as int64 little-endian)."""
     return Path(str(lineidx) + ".8b")
-
-
-def _temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` under a temporary name in the same folder, then rename it to ``path``."""
-    path = Path(path)
-    tmp = _temp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- .lineidx
@@ -123,7 +106,7 @@ def build_lineidx(tsv_path: str | os.PathLike, lineidx_path: str | os.PathLike |
     lineidx_path = Path(lineidx_path) if lineidx_path else split_tsv_path(tsv_path)[1]
     offsets = scan_row_offsets(tsv_path)
     try:
-        write_bytes_atomic(lineidx_path, format_lineidx(offsets))
+        write_bytes(lineidx_path, format_lineidx(offsets))
         LOG.info("built %s (%d rows)", lineidx_path, len(offsets))
     except OSError as e:
         LOG.warning("could not save %s (%s); keeping the index in memory", lineidx_path, e)
@@ -424,7 +407,7 @@ class TSVWriter:
                 LOG.warning("%s: dropping %d bytes of a torn last row", self.tsv_inprogress, size - keep)
                 f.truncate(keep)
         offsets = scan_row_offsets(self.tsv_inprogress)
-        write_bytes_atomic(self.lineidx_inprogress, format_lineidx(offsets))
+        write_bytes(self.lineidx_inprogress, format_lineidx(offsets))
         if len(offsets):
             reader = TSVFile(self.tsv_inprogress, lineidx=self.lineidx_inprogress)
             self._keys = set(reader.keys())
@@ -619,7 +602,7 @@ def load_id2lineidx(path: str | os.PathLike) -> dict[str, int]:
 
 def save_id2lineidx(mapping: dict[str, int], path: str | os.PathLike) -> None:
     """Write an id → offset map as a plain pickle, atomically."""
-    write_bytes_atomic(path, pickle.dumps({str(k): int(v) for k, v in mapping.items()}, protocol=4))
+    write_bytes(path, pickle.dumps({str(k): int(v) for k, v in mapping.items()}, protocol=4))
 
 
 def id2lineidx_path(tsv_path: str | os.PathLike) -> Path:

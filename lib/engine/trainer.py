@@ -32,6 +32,7 @@ DeepSpeed: ZeRO stage 0-2 (stage 3 would shard the parameters the evaluation rea
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -51,7 +52,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lib.engine import distributed as D
 from lib.engine.checkpointing import (
     CheckpointManager,
-    atomic_torch_save,
     capture_rng_state,
     checkpoint_root,
     list_checkpoints,
@@ -64,6 +64,7 @@ from lib.engine.checkpointing import (
 from lib.engine.config import Config, ConfigError
 from lib.engine.logging import RunLogger, get_logger
 from lib.engine.optim import build_optimizer, build_scheduler
+from lib.utils.atomic import write_atomic
 
 StepFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 EvaluateFn = Callable[[nn.Module, int], Mapping[str, float]]
@@ -627,9 +628,9 @@ class Trainer:
         def write(tmp: Path) -> None:
             if self.use_deepspeed:
                 self.engine.save_checkpoint(str(tmp), tag="ds", save_latest=False)
-            atomic_torch_save(capture_rng_state(), tmp / f"rng_rank{rank}.pt")
+            write_atomic(tmp / f"rng_rank{rank}.pt", functools.partial(torch.save, capture_rng_state()))
             if self.dist.is_main:
-                atomic_torch_save(self._trainer_state(), tmp / "trainer_state.pt")
+                write_atomic(tmp / "trainer_state.pt", functools.partial(torch.save, self._trainer_state()))
                 self.cfg.save(tmp)
 
         path = self.ckpt.save(self.global_step, write)
