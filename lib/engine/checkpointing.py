@@ -4,7 +4,9 @@ A training checkpoint is a folder `path_output/checkpoints/step_XXXXXXXX/` holdi
     trainer_state.pt   (rank 0) model + optimizer + scheduler + scaler states, data position, counters, config
     rng_rank{R}.pt     (every rank) python / numpy / torch / cuda RNG states of rank R
     ds/                (DeepSpeed only) DeepSpeed's own checkpoint (module, ZeRO optimizer shards, scheduler)
+    ds_sha256.json     (DeepSpeed only) the SHA-256 of every file of ds/, checked before a resume reads ds/
     args.json          the resolved config
+Every file is read back with torch.load(weights_only=True) (DeepSpeed's too: `lib.engine.deepspeed_support`).
 It is written into `step_XXXXXXXX.tmp/` and renamed when complete, then `checkpoints/latest` (a one-line text
 file) is replaced; so a killed run never leaves a half-written checkpoint under a final name. Stale `.tmp`
 folders are removed on the next start. The last `keep_last_ckpts` checkpoints are kept.

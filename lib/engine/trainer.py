@@ -255,7 +255,10 @@ class Trainer:
     # ---- state
 
     def _read_state(self, folder: Path) -> dict[str, Any]:
-        return torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        if self.use_deepspeed and state.get("deepspeed"):
+            DS.verify_checkpoint(folder)  # before DeepSpeed opens anything there
+        return state
 
     def _trainer_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -315,9 +318,7 @@ class Trainer:
                 f"ranks: the rest of this epoch sees a different data order"
             )
         if self.use_deepspeed:
-            self.engine.load_checkpoint(
-                str(folder), tag="ds", load_optimizer_states=True, load_lr_scheduler_states=True
-            )
+            DS.load_checkpoint(self.engine, folder)
         else:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -342,10 +343,7 @@ class Trainer:
     def _model_weights(self, folder: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
         if "model" in state:
             return state["model"]
-        module = torch.load(
-            folder / "ds" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
-        )["module"]
-        return {k.removeprefix("model."): v for k, v in module.items()}  # load_state_dict casts dtypes
+        return DS.load_model_states(folder)
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the current position (all ranks must call this)."""
@@ -353,7 +351,7 @@ class Trainer:
 
         def write(tmp: Path) -> None:
             if self.use_deepspeed:
-                self.engine.save_checkpoint(str(tmp), tag="ds", save_latest=False)
+                DS.save_checkpoint(self.engine, tmp, self.dist.is_main, D.barrier)
             write_atomic(tmp / f"rng_rank{rank}.pt", functools.partial(torch.save, capture_rng_state()))
             if self.dist.is_main:
                 write_atomic(tmp / "trainer_state.pt", functools.partial(torch.save, self._trainer_state()))
