@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.data.tsv import TSVError, inspect_tsv
+from lib.data.tsv import TSVError
+from lib.data.tsv_check import inspect_tsv
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.data.tsv import TSVError, TSVFile, build_id2lineidx, id2lineidx_path, save_id2lineidx
+from lib.data.tsv import TSVError, TSVFile, id2lineidx_path, save_id2lineidx
+from lib.data.tsv_check import build_id2lineidx
 
 
 def main(argv: list[str] | None = None) -> int:

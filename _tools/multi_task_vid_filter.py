@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.data.annotations import annotation_families, filter_test_leaks, write_json_atomic
+from lib.data.annotations import annotation_families, filter_test_leaks
+from lib.utils.atomic import write_json
 
 REPORT_NAME = "leak_filter_report.json"
 
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             if f.removed_ids and not args.quiet:
                 print(f"    removed: {' '.join(f.removed_ids)}")
-    path = write_json_atomic(Path(args.output_dir) / REPORT_NAME, [r.to_json() for r in reports], indent=1)
+    report = [r.to_json() for r in reports]
+    path = write_json(Path(args.output_dir) / REPORT_NAME, report, ensure_ascii=False, indent=1)
     print(f"report: {path}")
 
 

@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lib.data.synthetic import make_demo_dataset  # noqa: E402
+from lib.engine.precision import autocast, resolve_precision  # noqa: E402
 from lib.engine.timing import mean_step_seconds, time_train_steps  # noqa: E402
-from lib.engine.trainer import autocast, resolve_precision  # noqa: E402
 from lib.model.layouts import Layout  # noqa: E402
 from lib.tasks.run import prepare  # noqa: E402
 

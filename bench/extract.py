@@ -147,6 +147,7 @@ def long_video(path: Path, minutes: int = 10) -> Path:
     import av
 
     from lib.data.video_write import write_video
+    from lib.utils.atomic import write_atomic_path
 
     if path.exists():
         return path
@@ -162,26 +163,27 @@ def long_video(path: Path, minutes: int = 10) -> Path:
             cycle.append(frame)
         print(f"  encoding {segment.name} (60 s of low-motion 720p) ...", flush=True)
         write_video(segment, (cycle[i % 60] for i in range(1800)), fps=30, options={"preset": "ultrafast"})
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
     with av.open(str(segment)) as probe:
         stream = probe.streams.video[0]
         span = int(stream.duration or 0) or int(1800 / 30 / stream.time_base)
-    with av.open(str(tmp), "w") as out:
-        out_stream = None
-        for repeat in range(minutes):
-            with av.open(str(segment)) as src:
-                in_stream = src.streams.video[0]
-                if out_stream is None:
-                    out_stream = out.add_stream_from_template(in_stream)
-                for packet in src.demux(in_stream):
-                    if packet.size == 0:
-                        continue
-                    packet.pts += repeat * span
-                    packet.dts += repeat * span
-                    packet.stream = out_stream
-                    out.mux(packet)
-    os.replace(tmp, path)
-    return path
+
+    def concatenate(tmp: Path) -> None:
+        with av.open(str(tmp), "w") as out:
+            out_stream = None
+            for repeat in range(minutes):
+                with av.open(str(segment)) as src:
+                    in_stream = src.streams.video[0]
+                    if out_stream is None:
+                        out_stream = out.add_stream_from_template(in_stream)
+                    for packet in src.demux(in_stream):
+                        if packet.size == 0:
+                            continue
+                        packet.pts += repeat * span
+                        packet.dts += repeat * span
+                        packet.stream = out_stream
+                        out.mux(packet)
+
+    return write_atomic_path(path, concatenate)
 
 
 # --------------------------------------------------------------------------------------------- report

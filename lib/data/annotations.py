@@ -39,6 +39,8 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 import numpy as np
 
+from lib.utils.atomic import write_json
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -528,14 +530,8 @@ def coco_references(items: Iterable[CaptionItem], description: str = "caption re
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
-    """Write ``obj`` as JSON to a temporary name beside ``path`` and rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=indent)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """Annotation JSON (UTF-8, non-ASCII kept), written atomically by :func:`lib.utils.atomic.write_json`."""
+    return write_json(path, obj, ensure_ascii=False, indent=indent)
 
 
 # --------------------------------------------------------------------------------- multi-task leak filter

@@ -40,8 +40,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lib.data.tsv import INPROGRESS_SUFFIX, TSVWriter, split_tsv_path, write_bytes_atomic
+from lib.data.tsv import INPROGRESS_SUFFIX, TSVWriter, split_tsv_path
 from lib.data.video import JPEG_QUALITY, VideoDecodeError, encode_jpeg, read_frames
+from lib.utils.atomic import write_bytes, write_json
 
 EXTRACTOR_VERSION = "1.0"
 VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".flv"})
@@ -141,10 +142,6 @@ class OutputPaths:
 
     def has_rows(self) -> bool:
         return self.tsv.exists() or Path(str(self.tsv) + INPROGRESS_SUFFIX).exists()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def _check_resumable(out: OutputPaths, settings: dict[str, Any]) -> None:
@@ -287,7 +284,7 @@ def extract_videos(
     resuming = out.has_rows()
     journal = _read_journal(out.journal) if resuming else {}
     out.tsv.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(out.summary, {**settings, "status": "running"})
+    write_json(out.summary, {**settings, "status": "running"}, indent=1)
 
     failures: list[dict[str, str]] = []
     too_short: list[str] = []
@@ -329,7 +326,7 @@ def extract_videos(
 
     counts["failed"] = len(failures)
     counts["too_short"] = len(too_short)
-    write_bytes_atomic(out.failed, b"".join(json.dumps(f).encode() + b"\n" for f in failures))
+    write_bytes(out.failed, b"".join(json.dumps(f).encode() + b"\n" for f in failures))
     summary = {
         **settings,
         "status": "complete",
@@ -340,5 +337,5 @@ def extract_videos(
         "outputs": {name: str(getattr(out, name)) for name in ("tsv", "lineidx", "failed", "journal")},
         "seconds": round(time.time() - started, 3),
     }
-    _write_json(out.summary, summary)
+    write_json(out.summary, summary, indent=1)
     return summary

@@ -47,7 +47,7 @@ import pybase64
 import torch
 import torch.nn.functional as F
 
-from lib.data.tsv import write_bytes_atomic
+from lib.utils.atomic import write_bytes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -409,4 +409,4 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"could not encode {path} as PNG")
-    write_bytes_atomic(path, encoded.tobytes())
+    write_bytes(path, encoded.tobytes())

@@ -11,7 +11,8 @@ exists. A missing index is built by scanning the TSV and saved atomically; an in
 its TSV raises :class:`TSVError` (delete it to rebuild, or run ``_tools/check_tsv.py``).
 
 ``img_{dataset}.id2lineidx.pkl`` maps ``Path(video_id).stem`` to the byte offset of its row
-(:func:`load_id2lineidx`, :func:`build_id2lineidx`, :meth:`TSVFile.row_at_offset`).
+(:func:`load_id2lineidx`, :meth:`TSVFile.row_at_offset`; built by ``lib.data.tsv_check.build_id2lineidx``).
+Reading a whole file to report its problems: :mod:`lib.data.tsv_check`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import logging
 import os
 import pickle
 import re
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from lib.utils.atomic import write_bytes
 
 LOG = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class TSVError(ValueError):
     """A TSV, its ``.lineidx`` or an id → offset map is malformed; the message names the file and the fix."""
 
 
-# --------------------------------------------------------------------------------------- paths, atomicity
+# -------------------------------------------------------------------------------------------------- paths
 
 
 def split_tsv_path(prefix_or_tsv: str | os.PathLike) -> tuple[Path, Path]:
@@ -55,24 +56,6 @@ def split_tsv_path(prefix_or_tsv: str | os.PathLike) -> tuple[Path, Path]:
 def eight_byte_lineidx(lineidx: Path) -> Path:
     """``X.lineidx`` → ``X.lineidx.8b`` (the same offsets as int64 little-endian)."""
     return Path(str(lineidx) + ".8b")
-
-
-def _temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` under a temporary name in the same folder, then rename it to ``path``."""
-    path = Path(path)
-    tmp = _temp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- .lineidx
@@ -123,7 +106,7 @@ def build_lineidx(tsv_path: str | os.PathLike, lineidx_path: str | os.PathLike |
     lineidx_path = Path(lineidx_path) if lineidx_path else split_tsv_path(tsv_path)[1]
     offsets = scan_row_offsets(tsv_path)
     try:
-        write_bytes_atomic(lineidx_path, format_lineidx(offsets))
+        write_bytes(lineidx_path, format_lineidx(offsets))
         LOG.info("built %s (%d rows)", lineidx_path, len(offsets))
     except OSError as e:
         LOG.warning("could not save %s (%s); keeping the index in memory", lineidx_path, e)
@@ -173,7 +156,8 @@ def lineidx_problem(offsets: np.ndarray, fd: int, size: int) -> str | None:
 # ------------------------------------------------------------------------------------------------ reader
 
 
-def _decode_key(raw: bytes, where: str) -> str:
+def decode_key(raw: bytes, where: str) -> str:
+    """Column 0 (the id) of a row as text; :class:`TSVError` naming ``where`` when it is not UTF-8."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -293,7 +277,7 @@ class TSVFile:
         head = os.pread(self._descriptor(), min(_KEY_PREFIX_BYTES, end - start), start)
         cut = min((p for p in (head.find(b"\t"), head.find(b"\n"), head.find(b"\r")) if p >= 0), default=-1)
         raw = head[:cut] if cut >= 0 else self.row(i)[0]
-        return _decode_key(raw, f"{self.path} row {i}")
+        return decode_key(raw, f"{self.path} row {i}")
 
     def keys(self) -> list[str]:
         """Column 0 of every row, in file order."""
@@ -424,7 +408,7 @@ class TSVWriter:
                 LOG.warning("%s: dropping %d bytes of a torn last row", self.tsv_inprogress, size - keep)
                 f.truncate(keep)
         offsets = scan_row_offsets(self.tsv_inprogress)
-        write_bytes_atomic(self.lineidx_inprogress, format_lineidx(offsets))
+        write_bytes(self.lineidx_inprogress, format_lineidx(offsets))
         if len(offsets):
             reader = TSVFile(self.tsv_inprogress, lineidx=self.lineidx_inprogress)
             self._keys = set(reader.keys())
@@ -619,36 +603,12 @@ def load_id2lineidx(path: str | os.PathLike) -> dict[str, int]:
 
 def save_id2lineidx(mapping: dict[str, int], path: str | os.PathLike) -> None:
     """Write an id → offset map as a plain pickle, atomically."""
-    write_bytes_atomic(path, pickle.dumps({str(k): int(v) for k, v in mapping.items()}, protocol=4))
+    write_bytes(path, pickle.dumps({str(k): int(v) for k, v in mapping.items()}, protocol=4))
 
 
 def id2lineidx_path(tsv_path: str | os.PathLike) -> Path:
     """``X.tsv`` → ``X.id2lineidx.pkl`` (so ``img_msrvtt.tsv`` → ``img_msrvtt.id2lineidx.pkl``)."""
     return Path(str(split_tsv_path(tsv_path)[0])[: -len(".tsv")] + ".id2lineidx.pkl")
-
-
-def build_id2lineidx(tsv: TSVFile, check_first_frame: bool = True) -> dict[str, int]:
-    """``{Path(id).stem: byte offset}`` for every row; optionally decodes each row's first frame as a check.
-
-    (The stem drops a file extension kept in an id such as ``video7010.mp4``.)
-    """
-    decode = _jpeg_decoder() if check_first_frame else None
-    mapping: dict[str, int] = {}
-    for i in range(len(tsv)):
-        row = tsv.row(i)
-        key = _decode_key(row[0], f"{tsv.path} row {i}")
-        stem = Path(key).stem
-        if decode is not None:
-            try:
-                decode(frame_columns(row)[0])
-            except (ValueError, IndexError) as e:
-                raise TSVError(
-                    f"{tsv.path} row {i} (id {key!r}): first frame is not a decodable JPEG: {e}"
-                ) from None
-        if stem in mapping:
-            raise TSVError(f"{tsv.path} row {i}: id {key!r} repeats the id stem {stem!r} of an earlier row")
-        mapping[stem] = int(tsv.offsets[i])
-    return mapping
 
 
 def load_frame_pickle(path: str | os.PathLike) -> dict[str, list[bytes]]:
@@ -664,135 +624,3 @@ def load_frame_pickle(path: str | os.PathLike) -> dict[str, list[bytes]]:
             raise TSVError(f"{path}: entry {key!r} has no frames")
         frames[str(key)] = [v.encode("ascii") if isinstance(v, str) else v for v in value]
     return frames
-
-
-def _jpeg_decoder():
-    # Imported on demand: frames.py pulls in torch, which plain TSV reading and writing do not need.
-    from lib.data.frames import decode_jpeg
-
-    return decode_jpeg
-
-
-# ---------------------------------------------------------------------------------------- inspection
-
-
-@dataclass
-class TSVReport:
-    """What :func:`inspect_tsv` found; ``problems`` is empty for a healthy file."""
-
-    path: str
-    lineidx: str | None
-    rows: int = 0
-    unique_ids: int = 0
-    frames_min: int | None = None
-    frames_max: int | None = None
-    frame_layouts: dict[str, int] = field(default_factory=dict)
-    frames_decoded: int = 0
-    frames_undecodable: int = 0
-    undecodable_frames: list[str] = field(default_factory=list)
-    bad_offsets: list[str] = field(default_factory=list)
-    duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict:
-        return {**self.__dict__, "ok": self.ok}
-
-    def to_text(self) -> str:
-        frames = "-" if self.frames_min is None else f"min {self.frames_min}, max {self.frames_max}"
-        lines = [
-            f"file:            {self.path}",
-            f"lineidx:         {self.lineidx or 'none (readers build one)'}",
-            f"rows:            {self.rows}",
-            f"unique ids:      {self.unique_ids} ({len(self.duplicate_ids)} duplicated)",
-            f"frames per row:  {frames}",
-            f"layouts:         {self.frame_layouts or '-'}",
-            f"decoded frames:  {self.frames_decoded} ({self.frames_undecodable} undecodable)",
-        ]
-        lines += [f"  undecodable: {u}" for u in self.undecodable_frames]
-        lines += [f"  bad offset: {b}" for b in self.bad_offsets]
-        lines.append("problems:        " + ("none" if self.ok else str(len(self.problems))))
-        lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
-
-
-_MAX_LISTED = 20  # entries kept per problem list in a report
-
-
-def inspect_tsv(
-    path: str | os.PathLike, decode: bool = False, lineidx: str | os.PathLike | None = None
-) -> TSVReport:
-    """Read every row of ``path`` and compare its index with the true row starts (writes nothing)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"TSV file not found: {path}")
-    if lineidx is None:
-        default = split_tsv_path(path)[1]
-        lineidx = next((p for p in (default, eight_byte_lineidx(default)) if p.is_file()), None)
-    report = TSVReport(str(path), str(lineidx) if lineidx else None)
-    decode_fn = _jpeg_decoder() if decode else None
-    starts: list[int] = []
-    seen: dict[str, list[int]] = {}
-    offset = 0
-    with open(path, "rb") as f:
-        for i, line in enumerate(f):
-            starts.append(offset)
-            offset += len(line)
-            _inspect_row(report, i, line.rstrip(b"\r\n").split(b"\t"), seen, decode_fn)
-    report.rows = len(starts)
-    report.unique_ids = len(seen)
-    report.duplicate_ids = {k: v for k, v in seen.items() if len(v) > 1}
-    for key, rows in list(report.duplicate_ids.items())[:_MAX_LISTED]:
-        report.problems.append(f"id {key!r} appears in rows {rows}")
-    if lineidx is not None:
-        _compare_offsets(report, read_lineidx(lineidx), np.array(starts, dtype=np.int64))
-    if report.frames_undecodable:
-        report.problems.append(f"{report.frames_undecodable} undecodable frames")
-    return report
-
-
-def _inspect_row(report: TSVReport, i: int, row: list[bytes], seen: dict, decode_fn) -> None:
-    try:
-        key = _decode_key(row[0], f"row {i}")
-    except TSVError as e:
-        report.problems.append(str(e))
-        key = row[0].decode("utf-8", "replace")
-    if not key:
-        report.problems.append(f"row {i}: empty id")
-    seen.setdefault(key, []).append(i)
-    try:
-        frames = frame_columns(row)
-    except TSVError:
-        report.problems.append(f"row {i} (id {key!r}): no base64 JPEG frame columns")
-        return
-    layout = "id, frames" if len(frames) == len(row) - 1 else "id, meta, frames"
-    report.frame_layouts[layout] = report.frame_layouts.get(layout, 0) + 1
-    n = len(frames)
-    report.frames_min = n if report.frames_min is None else min(report.frames_min, n)
-    report.frames_max = n if report.frames_max is None else max(report.frames_max, n)
-    if decode_fn is None:
-        return
-    first = len(row) - n
-    for j, frame in enumerate(frames):
-        try:
-            decode_fn(frame)
-            report.frames_decoded += 1
-        except ValueError as e:
-            report.frames_undecodable += 1
-            if len(report.undecodable_frames) < _MAX_LISTED:
-                report.undecodable_frames.append(f"row {i} (id {key!r}) column {first + j}: {e}")
-
-
-def _compare_offsets(report: TSVReport, indexed: np.ndarray, true: np.ndarray) -> None:
-    if len(indexed) != len(true):
-        report.bad_offsets.append(f"{report.lineidx} lists {len(indexed)} rows, the TSV has {len(true)}")
-    n = min(len(indexed), len(true))
-    for i in np.flatnonzero(indexed[:n] != true[:n])[:_MAX_LISTED]:
-        report.bad_offsets.append(f"row {int(i)}: index says {int(indexed[i])}, row starts at {int(true[i])}")
-    if report.bad_offsets:
-        report.problems.append(
-            f"{report.lineidx} does not match the TSV; delete it (readers rebuild it) or rebuild it now"
-        )

@@ -2,47 +2,18 @@
 
 A task supplies `TrainStream`s (dataset + collate + step function) and an `evaluate_fn`; see
 `lib.engine.trainer` for the contract and `tests/engine/toy_train.py` for a complete small example.
+
+One module per concern, imported by its own name (this package re-exports nothing, so importing one of
+them does not load the others, and no module of the engine depends on this file):
+
+    config              Config, ConfigError, load_config (command line + JSON, every key)
+    distributed         DistInfo, init_distributed, ranks, all-reduce / gather helpers, eval shards
+    trainer             Trainer, TrainStream, NonFiniteLossError (the loop)
+    data_plan           which stream and batch each step uses; deterministic fetches
+    precision           resolve_precision, autocast
+    deepspeed_support   DeepSpeed config, start and (verified, weights-only) checkpoints
+    checkpointing       checkpoint folders, RNG capture, seed_everything, require_existing
+    optim               AdamW groups and the warm-up schedule
+    logging             RunLogger, get_logger
+    timing              timing real steps for a time budget
 """
-
-from lib.engine.checkpointing import require_existing, seed_everything
-from lib.engine.config import Config, ConfigError, load_config
-from lib.engine.distributed import (
-    DistInfo,
-    all_gather_object,
-    all_reduce_mean,
-    barrier,
-    eval_shard_range,
-    eval_subset,
-    gather_eval,
-    get_rank,
-    get_world_size,
-    init_distributed,
-    is_main,
-    move_to_device,
-)
-from lib.engine.logging import get_logger
-from lib.engine.trainer import NonFiniteLossError, Trainer, TrainStream
-
-__all__ = [
-    "Config",
-    "ConfigError",
-    "DistInfo",
-    "NonFiniteLossError",
-    "TrainStream",
-    "Trainer",
-    "all_gather_object",
-    "all_reduce_mean",
-    "barrier",
-    "eval_shard_range",
-    "eval_subset",
-    "gather_eval",
-    "get_logger",
-    "get_rank",
-    "get_world_size",
-    "init_distributed",
-    "is_main",
-    "load_config",
-    "move_to_device",
-    "require_existing",
-    "seed_everything",
-]

@@ -1,10 +1,12 @@
-"""Atomic files and folders, RNG capture, and the training-checkpoint folder layout.
+"""RNG capture and the training-checkpoint folder layout (atomic files and folders: `lib.utils.atomic`).
 
 A training checkpoint is a folder `path_output/checkpoints/step_XXXXXXXX/` holding
     trainer_state.pt   (rank 0) model + optimizer + scheduler + scaler states, data position, counters, config
     rng_rank{R}.pt     (every rank) python / numpy / torch / cuda RNG states of rank R
     ds/                (DeepSpeed only) DeepSpeed's own checkpoint (module, ZeRO optimizer shards, scheduler)
+    ds_sha256.json     (DeepSpeed only) the SHA-256 of every file of ds/, checked before a resume reads ds/
     args.json          the resolved config
+Every file is read back with torch.load(weights_only=True) (DeepSpeed's too: `lib.engine.deepspeed_support`).
 It is written into `step_XXXXXXXX.tmp/` and renamed when complete, then `checkpoints/latest` (a one-line text
 file) is replaced; so a killed run never leaves a half-written checkpoint under a final name. Stale `.tmp`
 folders are removed on the next start. The last `keep_last_ckpts` checkpoints are kept.
@@ -13,12 +15,9 @@ All ranks must see the same file system (single node, or a shared disk).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,59 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from lib.utils.atomic import replace_dir, write_text
+
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
-
-
-# ---- atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text), mode="w")
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a finished `tmp_dir` to `final_dir`, replacing an existing folder of that name."""
-    old = final_dir.with_name(final_dir.name + ".old")
-    if final_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final_dir, old)
-    os.replace(tmp_dir, final_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(final_dir.parent)
 
 
 # ---- RNG states
@@ -213,7 +164,7 @@ class CheckpointManager:
         self.barrier()
         if self.rank == 0:
             replace_dir(tmp, final)
-            atomic_write_text(self.root / LATEST_FILE, final.name + "\n")
+            write_text(self.root / LATEST_FILE, final.name + "\n")
             for old in list_checkpoints(self.root)[: -self.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         self.barrier()

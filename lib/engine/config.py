@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lib.utils.atomic import write_json
+
 
 class ConfigError(ValueError):
     """A config key or value is invalid; the message names the source and what to do."""
@@ -444,11 +446,7 @@ class Config(Mapping[str, Any]):
 
     def save(self, folder: str | Path) -> Path:
         """Write the resolved config as `folder/args.json` (atomically); returns the path."""
-        from lib.engine.checkpointing import atomic_write_text
-
-        path = Path(folder) / "args.json"
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return path
+        return write_json(Path(folder) / "args.json", self.to_dict(), indent=2, sort_keys=True)
 
 
 def _copy(value: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lib.engine.checkpointing import atomic_write_text
+from lib.utils.atomic import write_text
 
 LOGGER_NAME = "lavender"
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -41,7 +41,7 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
             continue  # a line cut short by a kill
         if record.get("step", 0) <= max_step:
             kept.append(line)
-    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def read_jsonl(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:

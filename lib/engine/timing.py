@@ -16,8 +16,10 @@ from torch import nn
 
 from lib.engine import distributed as D
 from lib.engine.config import Config
+from lib.engine.data_plan import StreamSchedule
 from lib.engine.optim import build_optimizer
-from lib.engine.trainer import StreamSchedule, TrainStream, autocast, resolve_precision
+from lib.engine.precision import autocast, resolve_precision
+from lib.engine.trainer import TrainStream
 
 
 def _sync(device: torch.device) -> None:

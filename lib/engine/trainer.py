@@ -9,14 +9,8 @@ A task plugs in through `TrainStream`s (dataset + collate + step function) and a
 forward (the engine wraps the call), so it may call any method of the model. A batch that is a dict may
 carry an "ids" list; those ids appear in non-finite-loss reports.
 
-Data order. Every step, one stream is chosen (`task_sampling`: "uniform" = proportional to the streams'
-`weight`, "size" = to weight x batches per epoch) from an RNG seeded by (seed, epoch): every rank picks
-the same stream without communicating. A stream with a `start` fraction (`task_start`) joins at that
-fraction of the epochs. Each stream walks through its own epochs
-(`distributed.train_shard`), so an exhausted stream restarts with its next permutation. An epoch is
-`steps_per_epoch` optimizer steps, by default the sum of the streams' per-rank batches (divided by
-grad_accum). Items are fetched with RNGs seeded from their (seed, stream, stream epoch, position) - the
-collate from (.., batch, rank) - so augmentation does not depend on worker count or on a resume.
+Data order (which stream and batch each step uses, seeded fetches): `lib.engine.data_plan`. Mixed precision:
+`lib.engine.precision`. DeepSpeed's config, start and checkpoints: `lib.engine.deepspeed_support`.
 
 Non-finite steps: when any rank's loss (or the clipped gradient norm) is NaN/inf, the optimizer step is
 skipped on all ranks (grads zeroed, scheduler not advanced), counted and logged with the batch ids;
@@ -32,13 +26,11 @@ DeepSpeed: ZeRO stage 0-2 (stage 3 would shard the parameters the evaluation rea
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import math
-import os
-import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from lib.engine import deepspeed_support as DS
 from lib.engine import distributed as D
 from lib.engine.checkpointing import (
     CheckpointManager,
-    atomic_torch_save,
     capture_rng_state,
     checkpoint_root,
     list_checkpoints,
@@ -62,8 +54,18 @@ from lib.engine.checkpointing import (
     seed_everything,
 )
 from lib.engine.config import Config, ConfigError
-from lib.engine.logging import RunLogger, get_logger
+from lib.engine.data_plan import (
+    BatchFetcher,
+    BatchRef,
+    StreamCursor,
+    StreamSchedule,
+    derived_seed,
+    plan_loader,
+)
+from lib.engine.logging import RunLogger
 from lib.engine.optim import build_optimizer, build_scheduler
+from lib.engine.precision import autocast, resolve_precision
+from lib.utils.atomic import write_atomic
 
 StepFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 EvaluateFn = Callable[[nn.Module, int], Mapping[str, float]]
@@ -98,223 +100,6 @@ class TrainStream:
     start: float = 0.0  # fraction of the run's epochs before the stream is first picked (a curriculum)
 
 
-# ---- data plan
-
-
-@dataclass
-class StreamCursor:
-    """Where a stream is: its own epoch and the next batch in it."""
-
-    epoch: int = 0
-    batch: int = 0
-
-
-@dataclass(frozen=True)
-class BatchRef:
-    """A micro-batch to fetch: stream, its epoch, batch number, dataset indices, global positions."""
-
-    stream: int
-    stream_epoch: int
-    batch: int
-    indices: tuple[int, ...]
-    positions: tuple[int, ...]
-
-
-class StreamSchedule:
-    """Which stream and batch every micro-step of an epoch uses (a pure function of seed, epoch, cursors).
-
-    A stream with ``start`` > 0 is not picked before epoch ``round(start * n_epochs)``; from then on it is
-    picked in proportion to its weight like the others (:meth:`probs_at`).
-    """
-
-    def __init__(
-        self,
-        streams: Sequence[TrainStream],
-        seed: int,
-        world_size: int,
-        rank: int,
-        sampling: str,
-        grad_accum: int,
-        steps_per_epoch: int,
-        n_epochs: int = 1,
-    ):
-        self.streams = streams
-        self.seed, self.world_size, self.rank = seed, world_size, rank
-        self.n_batches = [D.num_train_batches(len(s.dataset), s.batch_size, world_size) for s in streams]
-        weights = np.array([s.weight for s in streams], dtype=np.float64)
-        if sampling == "size":
-            weights = weights * np.array(self.n_batches, dtype=np.float64)
-        if (weights <= 0).any():
-            raise ValueError("every stream needs a positive weight")
-        bad = [s.name for s in streams if not 0.0 <= s.start < 1.0]
-        if bad:
-            raise ValueError(f"task_start must be in [0, 1) (a fraction of the epochs); streams {bad}")
-        if streams and min(s.start for s in streams) > 0:
-            raise ValueError("at least one stream must start at once (task_start 0) for the first epochs")
-        self.weights = weights
-        self.probs = weights / weights.sum()
-        self.start_epochs = [round(s.start * n_epochs) for s in streams]
-        self.grad_accum = grad_accum
-        self.steps_per_epoch = steps_per_epoch or max(1, sum(self.n_batches) // grad_accum)
-        self.micro_per_epoch = self.steps_per_epoch * grad_accum
-
-    def refit(self, n_epochs: int, epoch: int) -> None:
-        """A new run length of ``n_epochs``: streams not started by ``epoch`` move their start with it;
-        started ones stay started."""
-        self.start_epochs = [
-            first if first <= epoch else max(epoch, round(s.start * n_epochs))
-            for first, s in zip(self.start_epochs, self.streams)
-        ]
-
-    def probs_at(self, epoch: int) -> np.ndarray:
-        """Probability of each stream at every micro-step of ``epoch`` (0 for streams not started yet)."""
-        weights = np.where(np.array(self.start_epochs) <= epoch, self.weights, 0.0)
-        return weights / weights.sum()
-
-    def stream_choices(self, epoch: int) -> np.ndarray:
-        if len(self.streams) == 1:
-            return np.zeros(self.micro_per_epoch, dtype=np.int64)
-        rng = np.random.default_rng([self.seed, epoch, len(self.streams)])
-        return rng.choice(len(self.streams), size=self.micro_per_epoch, p=self.probs_at(epoch))
-
-    def epoch_plan(
-        self, epoch: int, cursors: Sequence[StreamCursor]
-    ) -> tuple[np.ndarray, list[StreamCursor]]:
-        """(micro_per_epoch, 3) array of (stream, stream_epoch, batch) and the cursors after the epoch."""
-        cur = [StreamCursor(c.epoch, c.batch) for c in cursors]
-        plan = np.empty((self.micro_per_epoch, 3), dtype=np.int64)
-        for i, s in enumerate(self.stream_choices(epoch)):
-            c = cur[s]
-            plan[i] = (s, c.epoch, c.batch)
-            c.batch += 1
-            if c.batch == self.n_batches[s]:
-                c.epoch, c.batch = c.epoch + 1, 0
-        return plan, cur
-
-    def shard(self, stream: int, stream_epoch: int) -> D.TrainShard:
-        s = self.streams[stream]
-        return D.train_shard(
-            len(s.dataset), s.batch_size, self.world_size, self.rank, self.seed, stream_epoch, stream
-        )
-
-
-class _PlanSampler(Sampler):
-    """Yields the BatchRefs of (the rest of) an epoch plan, computing each stream shard once."""
-
-    def __init__(self, schedule: StreamSchedule, plan: np.ndarray):
-        self.schedule = schedule
-        self.plan = plan
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def __iter__(self) -> Iterator[BatchRef]:
-        shards: dict[int, tuple[int, D.TrainShard]] = {}
-        for stream, stream_epoch, batch in self.plan.tolist():
-            if stream not in shards or shards[stream][0] != stream_epoch:
-                shards[stream] = (stream_epoch, self.schedule.shard(stream, stream_epoch))
-            shard = shards[stream][1]
-            yield BatchRef(
-                stream,
-                stream_epoch,
-                batch,
-                tuple(shard.indices[batch].tolist()),
-                tuple(shard.positions[batch].tolist()),
-            )
-
-
-def _derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([p % 2**63 for p in parts]).generate_state(1)[0])
-
-
-def _seed_cpu_rngs(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators stay untouched
-
-
-@contextlib.contextmanager
-def _isolated_rngs() -> Iterator[None]:
-    """Restore python / numpy / torch-CPU RNG states afterwards (the fetch may run in the main process)."""
-    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
-
-
-class _BatchFetcher(Dataset):
-    """Turns a BatchRef into (ref, collated batch), seeding every item and the collate deterministically."""
-
-    def __init__(self, streams: Sequence[TrainStream], seed: int, rank: int):
-        self.streams = streams
-        self.seed = seed
-        self.rank = rank
-
-    def __len__(self) -> int:
-        return 0  # indexed by BatchRef only
-
-    def __getitem__(self, ref: BatchRef) -> tuple[BatchRef, Any]:  # type: ignore[override]
-        stream = self.streams[ref.stream]
-        with _isolated_rngs():
-            items = []
-            for index, position in zip(ref.indices, ref.positions):
-                _seed_cpu_rngs(_derived_seed(self.seed, ref.stream, ref.stream_epoch, position))
-                items.append(stream.dataset[index])
-            _seed_cpu_rngs(_derived_seed(self.seed, ref.stream, ref.stream_epoch, -1 - ref.batch, self.rank))
-            return ref, stream.collate_fn(items)
-
-
-def _unpack(x: Any) -> Any:
-    return x
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # decoder / transform threads x workers would oversubscribe the CPUs
-
-
-# ---- precision
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products natively (AVX-512 BF16 or AMX).
-
-    Without them (e.g. AVX2-only CPUs) PyTorch emulates bf16 and a matrix product runs tens of times slower
-    than in fp32 (0.7 vs 45 GFLOP/s on a 2-core AMD EPYC, bench/demo_step.py): bf16 autocast would be a
-    slowdown.
-    """
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for cfg.precision on `device` (None = plain fp32).
-
-    "auto": bf16 on a GPU that has it (else fp16); on the CPU bf16 only where it is native
-    (:func:`cpu_has_fast_bf16`), else fp32. An explicit "bf16" on a CPU without it is honoured with a warning.
-    """
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
-    if name == "fp16" and device.type != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    if name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
-        get_logger().warning(
-            "--precision bf16 on a CPU without native bf16 (no AVX-512 BF16 / AMX): matrix products are "
-            "emulated and much slower than fp32; --precision auto picks fp32 here"
-        )
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """torch.autocast for `dtype`, or nothing for fp32."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
 class _StepModule(nn.Module):
     """Runs a stream's step function as the forward of the wrapped model, so DDP/DeepSpeed see every call."""
 
@@ -324,53 +109,6 @@ class _StepModule(nn.Module):
 
     def forward(self, step_fn: StepFn, batch: Any) -> Mapping[str, torch.Tensor]:
         return step_fn(self.model, batch)
-
-
-def deepspeed_config(cfg: Config, micro_batch: int, dtype: torch.dtype | None) -> dict[str, Any]:
-    """The DeepSpeed config: cfg.deepspeed_config (checked) or one built from the engine keys.
-
-    Batch size and accumulation always come from the engine; bf16 / fp16 follow cfg.precision.
-    """
-    if cfg.deepspeed_config:
-        ds = _read_deepspeed_json(Path(cfg.deepspeed_config), cfg.grad_accum)
-    else:
-        ds = {
-            "gradient_clipping": max(cfg.max_grad_norm, 0.0),
-            "zero_optimization": {"stage": cfg.zero_stage},
-            "zero_allow_untested_optimizer": True,
-            "steps_per_print": 2**31 - 1,
-            "wall_clock_breakdown": False,
-        }
-    wanted = {torch.bfloat16: {"bf16"}, torch.float16: {"fp16"}}.get(dtype, set())  # type: ignore[arg-type]
-    enabled = {name for name in ("bf16", "fp16") if ds.get(name, {}).get("enabled")}
-    if enabled and enabled != wanted:
-        raise ConfigError(
-            f"{cfg.deepspeed_config} enables {sorted(enabled)} but --precision is {cfg.precision}; "
-            f"make them agree"
-        )
-    for name in wanted - enabled:
-        ds[name] = {"enabled": True, **({"loss_scale": 0} if name == "fp16" else {})}
-    ds["train_micro_batch_size_per_gpu"] = micro_batch
-    ds["gradient_accumulation_steps"] = cfg.grad_accum
-    ds.pop("train_batch_size", None)
-    return ds
-
-
-def _read_deepspeed_json(path: Path, grad_accum: int) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"--deepspeed_config {path} does not exist")
-    ds = json.loads(path.read_text())
-    for section in ("optimizer", "scheduler"):
-        if section in ds:
-            raise ConfigError(
-                f"{path}: remove the {section!r} section; the engine builds AdamW and the "
-                f"warm-up schedule from lr / decay / betas / warmup_ratio"
-            )
-    if ds.get("gradient_accumulation_steps", grad_accum) != grad_accum:
-        raise ConfigError(f"{path}: gradient_accumulation_steps differs from --grad_accum {grad_accum}")
-    if ds.get("zero_optimization", {}).get("stage", 0) > 2:
-        raise ConfigError(f"{path}: ZeRO stage 3 is not supported (evaluation reads whole parameters)")
-    return ds
 
 
 # ---- logging window
@@ -465,7 +203,7 @@ class Trainer:
             assert resume_dir is not None
             self._load_state(resume_dir, state)
         else:
-            seed_everything(_derived_seed(cfg.seed, self.dist.rank))
+            seed_everything(derived_seed(cfg.seed, self.dist.rank))
 
     # ---- set-up
 
@@ -505,30 +243,22 @@ class Trainer:
             self.wrapped = step_module
         if self.dtype == torch.float16 and not self.use_deepspeed:
             self.scaler = torch.amp.GradScaler("cuda")
-        self.fetcher = _BatchFetcher(self.streams, cfg.seed, self.dist.rank)
+        self.fetcher = BatchFetcher(self.streams, cfg.seed, self.dist.rank)
 
     def _init_deepspeed(self, step_module: nn.Module) -> Any:
-        os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.device.type == "cuda" else "cpu")
-        import logging as std_logging
-
-        import deepspeed
-
-        std_logging.getLogger("DeepSpeed").setLevel(std_logging.WARNING)
-        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
-        ds_cfg = deepspeed_config(self.cfg, self.streams[0].batch_size, self.dtype)
+        ds_cfg = DS.deepspeed_config(self.cfg, self.streams[0].batch_size, self.dtype)
         self.log.info(f"DeepSpeed config: {ds_cfg}")
-        engine, _, _, _ = deepspeed.initialize(
-            model=step_module, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds_cfg
-        )
-        self._ds_can_skip = bool(
-            ds_cfg.get("bf16", {}).get("enabled") or ds_cfg.get("fp16", {}).get("enabled")
-        )
+        engine = DS.initialize(step_module, self.optimizer, self.scheduler, ds_cfg, self.device)
+        self._ds_can_skip = DS.can_skip_steps(ds_cfg)
         return engine
 
     # ---- state
 
     def _read_state(self, folder: Path) -> dict[str, Any]:
-        return torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        if self.use_deepspeed and state.get("deepspeed"):
+            DS.verify_checkpoint(folder)  # before DeepSpeed opens anything there
+        return state
 
     def _trainer_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -588,9 +318,7 @@ class Trainer:
                 f"ranks: the rest of this epoch sees a different data order"
             )
         if self.use_deepspeed:
-            self.engine.load_checkpoint(
-                str(folder), tag="ds", load_optimizer_states=True, load_lr_scheduler_states=True
-            )
+            DS.load_checkpoint(self.engine, folder)
         else:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -610,15 +338,12 @@ class Trainer:
             restore_rng_state(torch.load(rng_file, weights_only=True))
         else:
             self.log.warning(f"{rng_file} missing: random streams restart from the seed")
-            seed_everything(_derived_seed(self.cfg.seed, self.dist.rank, self.global_step))
+            seed_everything(derived_seed(self.cfg.seed, self.dist.rank, self.global_step))
 
     def _model_weights(self, folder: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
         if "model" in state:
             return state["model"]
-        module = torch.load(
-            folder / "ds" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
-        )["module"]
-        return {k.removeprefix("model."): v for k, v in module.items()}  # load_state_dict casts dtypes
+        return DS.load_model_states(folder)
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the current position (all ranks must call this)."""
@@ -626,10 +351,10 @@ class Trainer:
 
         def write(tmp: Path) -> None:
             if self.use_deepspeed:
-                self.engine.save_checkpoint(str(tmp), tag="ds", save_latest=False)
-            atomic_torch_save(capture_rng_state(), tmp / f"rng_rank{rank}.pt")
+                DS.save_checkpoint(self.engine, tmp, self.dist.is_main, D.barrier)
+            write_atomic(tmp / f"rng_rank{rank}.pt", functools.partial(torch.save, capture_rng_state()))
             if self.dist.is_main:
-                atomic_torch_save(self._trainer_state(), tmp / "trainer_state.pt")
+                write_atomic(tmp / "trainer_state.pt", functools.partial(torch.save, self._trainer_state()))
                 self.cfg.save(tmp)
 
         path = self.ckpt.save(self.global_step, write)
@@ -694,17 +419,8 @@ class Trainer:
         }
 
     def _loader(self, plan: np.ndarray) -> DataLoader:
-        workers = self.cfg.n_workers
-        return DataLoader(
-            self.fetcher,
-            sampler=_PlanSampler(self.schedule, plan),
-            batch_size=None,
-            collate_fn=_unpack,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=_worker_init if workers else None,
-            generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global torch RNG untouched
-        )
+        pin = self.device.type == "cuda"
+        return plan_loader(self.fetcher, self.schedule, plan, self.cfg.n_workers, pin, self.cfg.seed)
 
     # ---- time budget
 

@@ -20,7 +20,6 @@ from lib.data.tsv import (
     TSVError,
     TSVFile,
     TSVWriter,
-    build_id2lineidx,
     build_lineidx,
     frame_columns,
     load_id2lineidx,
@@ -29,6 +28,7 @@ from lib.data.tsv import (
     scan_row_offsets,
     shard_paths,
 )
+from lib.data.tsv_check import build_id2lineidx
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_OFFSETS = [0, 88495, 161082, 251897, 323496, 418679, 462762, 506985, 588700, 685583]

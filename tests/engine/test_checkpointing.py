@@ -10,9 +10,6 @@ import torch
 
 from lib.engine.checkpointing import (
     CheckpointManager,
-    atomic_torch_save,
-    atomic_write,
-    atomic_write_text,
     capture_rng_state,
     latest_checkpoint,
     list_checkpoints,
@@ -20,18 +17,19 @@ from lib.engine.checkpointing import (
     resolve_resume,
     restore_rng_state,
 )
+from lib.utils.atomic import write_atomic, write_text
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
     path = tmp_path / "state.txt"
-    atomic_write_text(path, "old")
+    write_text(path, "old")
 
     def broken(f):
         f.write(b"half")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(path, broken)
+        write_atomic(path, broken)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.txt"]  # no temp file left behind
 
@@ -41,7 +39,7 @@ def draws() -> tuple:
 
 
 def test_rng_state_round_trip_through_weights_only_file(tmp_path):
-    atomic_torch_save(capture_rng_state(), tmp_path / "rng.pt")
+    write_atomic(tmp_path / "rng.pt", lambda f: torch.save(capture_rng_state(), f))
     first = draws()
     restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert draws() == first

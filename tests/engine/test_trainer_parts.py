@@ -12,17 +12,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from lib.engine import trainer as trainer_module
+from lib.engine import precision as precision_module
 from lib.engine.config import Config, ConfigError
-from lib.engine.trainer import (
-    BatchRef,
-    StreamCursor,
-    StreamSchedule,
-    TrainStream,
-    _BatchFetcher,
-    deepspeed_config,
-    resolve_precision,
-)
+from lib.engine.data_plan import BatchFetcher, BatchRef, StreamCursor, StreamSchedule
+from lib.engine.deepspeed_support import deepspeed_config
+from lib.engine.precision import resolve_precision
+from lib.engine.trainer import TrainStream
 
 
 class Noisy(Dataset):
@@ -101,7 +96,7 @@ def test_exhausted_stream_restarts_with_its_next_permutation():
 
 def test_fetch_is_seeded_per_item_and_leaves_global_rngs_alone():
     streams = [stream("a", 10, 3)]
-    fetch = _BatchFetcher(streams, seed=7, rank=0)
+    fetch = BatchFetcher(streams, seed=7, rank=0)
     ref = BatchRef(stream=0, stream_epoch=2, batch=1, indices=(4, 5, 6), positions=(6, 8, 10))
     torch.manual_seed(123)
     _, first = fetch[ref]
@@ -119,7 +114,7 @@ def test_fetch_is_seeded_per_item_and_leaves_global_rngs_alone():
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_precision_resolution_on_cpu(monkeypatch, caplog, native_bf16):
-    monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: native_bf16)
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: native_bf16)
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == (torch.bfloat16 if native_bf16 else None)
     assert resolve_precision("fp32", cpu) is None

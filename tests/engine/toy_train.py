@@ -25,17 +25,16 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lib.engine import (  # noqa: E402
-    Trainer,
-    TrainStream,
+from lib.engine.checkpointing import seed_everything  # noqa: E402
+from lib.engine.config import load_config  # noqa: E402
+from lib.engine.distributed import (  # noqa: E402
     eval_subset,
     gather_eval,
     get_rank,
     init_distributed,
-    load_config,
     move_to_device,
-    seed_everything,
 )
+from lib.engine.trainer import Trainer, TrainStream  # noqa: E402
 
 DIM, HIDDEN, CLASSES = 6, 16, 3
 TOY_DEFAULTS = {
