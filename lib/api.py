@@ -58,7 +58,7 @@ from lib.data.tsv import frame_columns
 from lib.data.video import VideoDecodeError
 from lib.engine.checkpointing import replace_dir
 from lib.engine.config import Config
-from lib.engine.trainer import autocast, resolve_precision
+from lib.engine.precision import autocast, resolve_precision
 from lib.model.lavender import LavenderModel
 from lib.model.mlm import expand_video
 from lib.tasks.checkpoint_folder import (

@@ -34,12 +34,6 @@ LIB = REPO / "lib"
 
 Graph = dict[str, set[str]]
 
-# TODO(lead): lib.model.lavender imports lib.model.checkpoint lazily (build_from_pretrained_parts) while
-# checkpoint imports lavender. When that cycle is gone, test_no_import_cycle XPASSes (strict, so it fails):
-# then delete this set and the xfail mark of test_no_import_cycle.
-KNOWN_CYCLES = {frozenset({"lib.model.checkpoint", "lib.model.lavender"})}
-
-
 # ---------------------------------------------------------------------------------------------- the graph
 
 
@@ -205,9 +199,12 @@ ABOVE_THE_ROOMS = ("lib.api", "lib.predict", *DEMO)
 # Modules of lib/tasks that every task may use; every other module of lib/tasks is one task family.
 SHARED_TASK_MODULES = {
     "lib.tasks",
+    "lib.tasks.build",
+    "lib.tasks.checkpoint_folder",
     "lib.tasks.common",
     "lib.tasks.decode",
-    "lib.tasks.model_io",
+    "lib.tasks.model_card",
+    "lib.tasks.registry",
     "lib.tasks.run",
 }
 
@@ -288,13 +285,6 @@ def test_every_lib_import_names_a_module_of_lib():
     assert not {m: u for m, u in unresolved.items() if u}
 
 
-def test_no_import_cycle_but_the_known_one(graph):
-    cycles = strongly_connected(graph)
-    new = [" -> ".join(a_cycle(graph, c)) for c in cycles if frozenset(c) not in KNOWN_CYCLES]
-    assert not new, "import cycles:\n  " + "\n  ".join(new)
-
-
-@pytest.mark.xfail(strict=True, reason="lib.model.lavender <-> lib.model.checkpoint (lead: KNOWN_CYCLES)")
 def test_no_import_cycle(graph):
     cycles = describe_cycles(graph)
     assert not cycles, "import cycles:\n  " + "\n  ".join(cycles)
@@ -307,10 +297,6 @@ def test_layering(graph, rule):
     assert not found, f"{rule}:\n  " + "\n  ".join(found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead's lib/tasks: caption -> pretrain, retrieval; pretrain -> retrieval; qa_choice -> qa_open",
-)
 def test_sibling_tasks_do_not_import_each_other(graph):
     found = sibling_task_imports(graph)
     assert not found, "task families importing each other:\n  " + "\n  ".join(found)

@@ -20,7 +20,8 @@ from lib.data.annotations import write_json_atomic
 from lib.engine import distributed as D
 from lib.engine.checkpointing import seed_everything
 from lib.engine.config import Config, ConfigError, load_config
-from lib.engine.trainer import Trainer, autocast
+from lib.engine.precision import autocast
+from lib.engine.trainer import Trainer
 from lib.tasks.build import build_model
 from lib.tasks.checkpoint_folder import record_metrics, save_model_fn
 from lib.tasks.common import Task, load_tokenizer, resize_on_device

@@ -164,7 +164,7 @@ def tiny_folder(tiny_model_args, tmp_path_factory) -> Path:
     """A model folder (config.json + model.safetensors) as save_pretrained writes it."""
     from lib.engine.config import load_config
     from lib.model.checkpoint import save_model_dir
-    from lib.tasks.model_io import build_model
+    from lib.tasks.build import build_model
 
     return save_model_dir(build_model(load_config(tiny_model_args)), tmp_path_factory.mktemp("model") / "m")
 
@@ -173,7 +173,7 @@ def tiny_folder(tiny_model_args, tmp_path_factory) -> Path:
 def test_path_ckpt_refuses_a_pickle(tiny_model_args, tmp_path, marker, suffix):
     from lib.engine.config import load_config
     from lib.model.checkpoint import CheckpointError
-    from lib.tasks.model_io import build_model
+    from lib.tasks.build import build_model
 
     ckpt = tmp_path / f"ckpt{suffix}"
     torch.save({"model": {"x": torch.zeros(1)}, "args": Payload(marker)}, ckpt)
@@ -184,7 +184,7 @@ def test_path_ckpt_refuses_a_pickle(tiny_model_args, tmp_path, marker, suffix):
 def test_a_bert_folder_with_a_pickled_pytorch_model_bin(tiny_model_args, minilm_dir, tmp_path, marker):
     from lib.engine.config import load_config
     from lib.model.checkpoint import CheckpointError
-    from lib.tasks.model_io import build_model
+    from lib.tasks.build import build_model
 
     bert = tmp_path / "bert"
     bert.mkdir()
