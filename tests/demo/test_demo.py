@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from lib import demo
-from lib.data.synthetic import MC_TEST_ITEMS
+from lib.demo import run as demo
+from lib.demo.synthetic import MC_TEST_ITEMS
 from lib.tasks.run import prepare
 
 # How far above chance the shortened demo must be on its 60 test videos, per metric: (at least this multiple
@@ -132,8 +132,8 @@ def test_swin_pretraining_writes_loadable_weights_and_is_reused(tmp_path, capsys
     import torch
     from safetensors.torch import load_file
 
-    from lib.data.synthetic import ATTRIBUTES, make_demo_dataset
-    from lib.demo_backbone import pretrain_video_swin
+    from lib.demo.backbone import pretrain_video_swin
+    from lib.demo.synthetic import ATTRIBUTES, make_demo_dataset
     from lib.engine.config import load_config
     from lib.model.lavender import VideoEncoder
     from lib.tasks.model_io import build_model, model_config

@@ -4,9 +4,9 @@
     python -m lib.demo --seed 1             # another demo dataset (same recipe, no tuning per seed)
     python -m lib.demo --quick              # a minute-scale version (CI uses it)
 
-Steps: (1) build the synthetic dataset (`lib.data.synthetic`, H.264 files through the real extractor);
+Steps: (1) build the synthetic dataset (`lib.demo.synthetic`, H.264 files through the real extractor);
 (2) pretrain the Video Swin alone on the train videos' attribute labels, the demo's stand-in for LAVENDER's
-Kinetics-pretrained Swin (`lib.demo_backbone`), and optionally pretrain briefly (MLM + matching) with
+Kinetics-pretrained Swin (`lib.demo.backbone`), and optionally pretrain briefly (MLM + matching) with
 `main_pretrain_mlm`'s code; (3) fit the training to the
 wall-clock budget: time a few real steps of every task and one validation pass on this machine, and plan
 as many epochs of the config as fit (`--budget_min`, default 15 minutes for the whole command; at most the
@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from lib.data.annotations import load_annotations, read_json_object, write_json_atomic
-from lib.data.synthetic import make_demo_dataset
+from lib.demo.synthetic import make_demo_dataset
 from lib.engine.checkpointing import list_checkpoints
 
 CONFIG = Path("_args/args_demo_multi-task.json")
-# --quick: the shortened demo CI runs as a learning test (tests/test_demo.py): 240 train videos, 32-px frames
-# (2x2 Swin tokens per frame: steps ~3x cheaper than the demo's 64 px) and 3 fusion layers, not 4 (with 4 the
-# test took 8.2 min and the whole CI 14.95 of its 15). Its length is what ~6 minutes buy on a 2-core CPU:
-# 4 epochs x 300 steps with bf16 autocast (the demo's `precision auto` where the CPU has native bf16), 3 x 200
-# in fp32 (~1.6x slower per step at this size). One-sequence MC needs the longer run: it moves only once
+# --quick: the shortened demo CI runs as a learning test (tests/demo/test_demo.py): 240 train videos, 32-px
+# frames (2x2 Swin tokens per frame: steps ~3x cheaper than the demo's 64 px) and 3 fusion layers, not 4 (with
+# 4 the test took 8.2 min and the whole CI 14.95 of its 15). Its length is what ~6 minutes buy on a 2-core
+# CPU: 4 epochs x 300 steps with bf16 autocast (the demo's `precision auto` where the CPU has native bf16), 3
+# x 200 in fp32 (~1.6x slower per step at this size). One-sequence MC needs the longer run: it moves only once
 # retrieval has grounded the captions (0.35-0.43 after 600-800 steps, 0.50-0.73 after 1,200).
 QUICK = {"n_train": 240, "n_val": 10, "n_test": 60, "swin_steps": 300}
 QUICK_LENGTH = {
@@ -65,7 +65,9 @@ PERCENT_METRICS = ("t2v_R1", "t2v_R5", "t2v_R10", "acc")  # reported by the task
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m lib.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the demo dataset (and of training)")
     p.add_argument("--data", default=None, help="dataset folder (default _datasets/demo[_seedN])")
     p.add_argument("--out", default="_snapshot/demo", help="report folder; the run goes to OUT/run")
@@ -153,7 +155,7 @@ def pretrain_swin(args: argparse.Namespace, data: Path, out: Path) -> Path | Non
     """The Video Swin pretrained on the train videos' attributes (``--swin_steps`` 0: none); its weights."""
     if args.swin_steps <= 0:
         return None
-    from lib.demo_backbone import pretrain_video_swin
+    from lib.demo.backbone import pretrain_video_swin
     from lib.engine.config import load_config
 
     folder = out / "backbone"
@@ -245,7 +247,7 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
     print("[4/6] fitting the training to the budget (timing steps and a validation pass)", flush=True)
     import torch
 
-    from lib.engine.timing import mean_step_seconds, time_train_steps
+    from lib.demo.timing import mean_step_seconds, time_train_steps
     from lib.engine.trainer import autocast, resolve_precision
     from lib.tasks.run import evaluate_tasks, prepare
 
