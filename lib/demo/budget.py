@@ -3,26 +3,39 @@
 Before training, :func:`measure_and_plan` times a few real optimizer steps of every task stream
 (:mod:`lib.demo.timing`) and one validation pass, and plans the epochs that fit ``SAFETY`` of the time left
 (:func:`plan_length`). Steps inside a run cost more than timed alone, by a ratio that changes from run to
-run, so the run itself re-fits its number of epochs after each one to the pace it measures
-(``time_budget_s``), within ``TIME_BUDGET_SHARE`` of the time left.
+run, so the run itself re-fits its number of epochs after each one to the pace it measures, within
+``TIME_BUDGET_SHARE`` of the time left: :class:`TimeBudget`, a callback of the run's trainer. The plan's
+budget is recorded beside the run (:func:`record_budget`), so that an interrupted run resumes with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lib.data.annotations import write_json_atomic
+from lib.engine import distributed as D
+from lib.engine.callbacks import Callback
+
+if TYPE_CHECKING:
+    from lib.engine.trainer import Trainer
 
 # Share of the remaining budget the first plan (from steps timed alone) fills. Steps inside a run cost more
 # than timed alone (the DataLoader worker shares the 2 cores; clipping, logging; the CPU's speed drifts):
 # in-run / timed was 1.08-1.43 on a 2-core AMD EPYC (Zen 4, bf16) and up to 1.26 on a 2-core Xeon. The run
-# then re-fits its number of epochs after each one to the pace it measures (``time_budget_s``), within
+# then re-fits its number of epochs after each one to the pace it measures (TimeBudget), within
 # TIME_BUDGET_SHARE of the remaining budget (the rest: one epoch running slower than the ones before).
 SAFETY = 0.80
 TIME_BUDGET_SHARE = 0.92
 REPORT_S = 30.0  # chance levels, curves, the examples picture (a few captions and answers), measured < 20 s
 MIN_STEPS = 10  # the shortest epoch a budget too small for one configured epoch shrinks to
+BUDGET_FILE = "time_budget.json"  # beside the run's args.json: the budget an interrupted run resumes with
 
 
 def test_to_val_items(task: Any, args: argparse.Namespace) -> float:
@@ -57,8 +70,6 @@ def measure_and_plan(args: argparse.Namespace, argv: Sequence[str], started: flo
     """The length that fits what is left of ``args.budget_min`` minutes since ``started`` (a
     ``time.perf_counter()``) for the multi-task run of ``argv``, from a few real steps of every stream and one
     validation pass of every task, measured here."""
-    import torch
-
     from lib.demo.timing import mean_step_seconds, time_train_steps
     from lib.engine.trainer import autocast, resolve_precision
     from lib.tasks.run import evaluate_tasks, prepare
@@ -98,3 +109,70 @@ def measure_and_plan(args: argparse.Namespace, argv: Sequence[str], started: flo
         flush=True,
     )
     return plan
+
+
+def record_budget(run_dir: Path, seconds: float) -> None:
+    """Record the budget of the run in ``run_dir`` (for :func:`recorded_budget` after an interruption)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / BUDGET_FILE, {"time_budget_s": seconds})
+
+
+def recorded_budget(run_dir: Path) -> float:
+    """The budget :func:`record_budget` wrote for the run in ``run_dir`` (0.0: none)."""
+    path = run_dir / BUDGET_FILE
+    return float(json.loads(path.read_text())["time_budget_s"]) if path.is_file() else 0.0
+
+
+class TimeBudget(Callback):
+    """After every epoch, re-fit the run's length to the epochs that ``seconds`` of training and evaluation
+    still allow at the pace measured in this run (an epoch's training plus, when it evaluates, its
+    evaluation), never fewer than those done; the learning-rate decay follows the new length
+    (``Trainer.set_length``). The pace is measured from the first epoch that draws every stream (a stream
+    with a later ``task_start`` changes the cost of an epoch); before it, the planned length stands. Times
+    are the slowest rank's. The seconds spent are saved in the run's checkpoints, so a resumed run goes on
+    spending the same budget."""
+
+    state_key = "time_budget"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.spent_before_s = 0.0  # training + evaluation seconds of earlier processes of this run
+        self._started: float | None = None
+        self._pace_mark: tuple[int, float] | None = None  # (epoch, time) from which every stream is drawn
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        if (
+            self._pace_mark is None
+            and trainer.micro_in_epoch == 0
+            and max(trainer.schedule.start_epochs) <= trainer.epoch
+        ):
+            self._pace_mark = (trainer.epoch, time.perf_counter())
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        if self.seconds <= 0 or self._pace_mark is None or self._started is None:
+            return
+        now = time.perf_counter()
+        spent, paced = (
+            float(x)
+            for x in D.all_reduce_tensor(torch.tensor([now - self._started, now - self._pace_mark[1]]), "max")
+        )
+        eval_now = trainer.last_eval_s if trainer.cfg.eval_every > 0 else 0.0  # this epoch's, about to run
+        pace = (paced + eval_now) / (trainer.epoch - self._pace_mark[0])
+        left = self.seconds - self.spent_before_s - spent - eval_now
+        n_epochs = trainer.epoch + max(0, int(left // pace))
+        if n_epochs != trainer.n_epochs:
+            trainer.log.info(
+                f"time budget {self.seconds:.0f} s: {trainer.n_epochs} -> {n_epochs} epochs "
+                f"({pace:.1f} s per epoch here, {self.spent_before_s + spent:.0f} s spent)"
+            )
+            trainer.set_length(n_epochs)
+
+    def state_dict(self) -> dict[str, Any]:
+        this_process = 0.0 if self._started is None else time.perf_counter() - self._started
+        return {"budget_spent_s": self.spent_before_s + this_process}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.spent_before_s = state["budget_spent_s"]

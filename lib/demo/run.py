@@ -11,7 +11,7 @@ Kinetics-pretrained Swin (`lib.demo.backbone`), and optionally pretrain briefly 
 wall-clock budget: time a few real steps of every task and one validation pass on this machine, and plan
 as many epochs of the config as fit (`--budget_min`, default 15 minutes for the whole command; at most the
 config's `size_epoch`), which the run then re-fits after every epoch to the pace it measures
-(`time_budget_s`); (4) train one model on every task with `main_multi_task_mlm`'s code (config
+(`lib.demo.budget`); (4) train one model on every task with `main_multi_task_mlm`'s code (config
 `_args/args_demo_multi-task.json`) and evaluate every task on the held-out test split with the tasks' own
 evaluation; (5) print a table with the chance level beside each number and write
 `_snapshot/demo/{metrics.json, report.md, curves.png, examples.png}`.
@@ -32,6 +32,7 @@ from pathlib import Path
 from lib.data.annotations import write_json_atomic
 from lib.demo import budget, report
 from lib.demo.synthetic import make_demo_dataset
+from lib.engine.callbacks import Callback
 from lib.engine.checkpointing import list_checkpoints
 
 CONFIG = Path("_args/args_demo_multi-task.json")
@@ -127,7 +128,7 @@ def run_argv(args: argparse.Namespace, data: Path, out: Path) -> list[str]:
         "--seed",
         str(args.seed),
     ]
-    for key in ("size_epoch", "steps_per_epoch", "time_budget_s"):
+    for key in ("size_epoch", "steps_per_epoch"):
         if getattr(args, key, None) is not None:
             argv += [f"--{key}", str(getattr(args, key))]
     if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
@@ -181,7 +182,7 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
         return {
             "size_epoch": saved["size_epoch"],
             "steps_per_epoch": saved.get("steps_per_epoch"),
-            "time_budget_s": saved.get("time_budget_s", 0.0),
+            "time_budget_s": budget.recorded_budget(run_dir),
             "source": "the interrupted run",
         }
     if args.budget_min <= 0:
@@ -200,7 +201,18 @@ def train_all_tasks(args: argparse.Namespace, data: Path, out: Path, init: Path 
     from lib.tasks.run import run
 
     argv = run_argv(args, data, run_dir) + (["--path_ckpt", str(init)] if init else [])
-    return run("multi-task", argv)
+    return run("multi-task", argv, callbacks=run_callbacks(args, run_dir))
+
+
+def run_callbacks(args: argparse.Namespace, run_dir: Path) -> list[Callback]:
+    """The multi-task run's trainer callbacks: with a time budget (``args.time_budget_s``, the plan's), the
+    :class:`~lib.demo.budget.TimeBudget` that re-fits the run's length to it, the budget recorded beside the
+    run for a resume."""
+    seconds = getattr(args, "time_budget_s", None) or 0.0
+    if seconds <= 0:
+        return []
+    budget.record_budget(run_dir, seconds)
+    return [budget.TimeBudget(seconds)]
 
 
 def main(argv: list[str] | None = None) -> int:

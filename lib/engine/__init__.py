@@ -4,6 +4,7 @@ A task supplies `TrainStream`s (dataset + collate + step function) and an `evalu
 `lib.engine.trainer` for the contract and `tests/engine/toy_train.py` for a complete small example.
 """
 
+from lib.engine.callbacks import Callback
 from lib.engine.checkpointing import require_existing, seed_everything
 from lib.engine.config import Config, ConfigError, load_config
 from lib.engine.distributed import (
@@ -24,6 +25,7 @@ from lib.engine.logging import get_logger
 from lib.engine.trainer import NonFiniteLossError, Trainer, TrainStream
 
 __all__ = [
+    "Callback",
     "Config",
     "ConfigError",
     "DistInfo",

@@ -93,7 +93,10 @@ def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
     assert plan["step_s"] > 0 and plan["eval_s"] > 0 and "budget" in plan["source"]
     assert plan["time_budget_s"] == 1.0  # the budget is spent: the run re-fits to stop as soon as it can
     assert "ms per step" in capsys.readouterr().out
-    assert "--time_budget_s" in demo.run_argv(argparse.Namespace(**vars(args), time_budget_s=5.0), data, out)
+    # the plan's budget reaches the run as its TimeBudget callback, recorded beside the run for a resume
+    budgeted = argparse.Namespace(**vars(args), time_budget_s=5.0)
+    assert [c.seconds for c in demo.run_callbacks(budgeted, tmp_path / "budgeted")] == [5.0]
+    assert budget.recorded_budget(tmp_path / "budgeted") == 5.0
     # the test evaluation is planned as each task's timed val pass times its test/val items: MC_TEST_ITEMS
     # questions of each multiple-choice kind per test video and one per val video (here 6 videos each)
     _, _, _, tasks = prepare("multi-task", demo.run_argv(args, data, tmp_path / "tasks"))
@@ -121,9 +124,10 @@ def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
     assert length(45.2) == (1, 70)  # (45.2 - 10) / 0.5
     assert length(-5) == (1, budget.MIN_STEPS)
     assert length(-5, steps_per_epoch=4) == (1, 4)
-    # an interrupted run (its args.json and a checkpoint) keeps its length instead of measuring again
+    # an interrupted run (args.json, its recorded budget, a checkpoint) keeps its length, measures nothing
     (out / "run" / "checkpoints" / "step_00000002").mkdir(parents=True)
-    (out / "run" / "args.json").write_text(json.dumps({"size_epoch": 3, "time_budget_s": 500.0}))
+    (out / "run" / "args.json").write_text(json.dumps({"size_epoch": 3}))
+    budget.record_budget(out / "run", 500.0)
     again = demo.fit_epochs(args, data, out, None, started=demo.time.perf_counter())
     assert again == {
         "size_epoch": 3, "steps_per_epoch": None, "time_budget_s": 500.0, "source": "the interrupted run"
