@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.data.synthetic import make_demo_dataset
+from lib.demo.synthetic import make_demo_dataset
 
 
 def main(argv: list[str] | None = None) -> None:

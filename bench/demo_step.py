@@ -1,7 +1,7 @@
 """What one training step of each demo stream costs on this machine (forward + backward + AdamW step).
 
 The demo (`python -m lib.demo`) fits its training to a wall-clock budget from these costs
-(`lib.engine.timing`); this prints them per stream with the fusion rows and text tokens of a batch and the
+(`lib.demo.timing`); this prints them per stream with the fusion rows and text tokens of a batch and the
 share of the step spent in the Video Swin (measured in the same run by timing the video encoder alone) and in
 matrix products (torch profiler), after this CPU's fp32 and bf16 matmul throughput.
 
@@ -22,9 +22,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lib.data.synthetic import make_demo_dataset  # noqa: E402
+from lib.demo.synthetic import make_demo_dataset  # noqa: E402
+from lib.demo.timing import mean_step_seconds, time_train_steps  # noqa: E402
 from lib.engine.precision import autocast, resolve_precision  # noqa: E402
-from lib.engine.timing import mean_step_seconds, time_train_steps  # noqa: E402
 from lib.model.layouts import Layout  # noqa: E402
 from lib.tasks.run import prepare  # noqa: E402
 

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.data.annotations import caption_text  # noqa: E402
-from lib.data.synthetic import make_demo_dataset  # noqa: E402
+from lib.demo.synthetic import make_demo_dataset  # noqa: E402
 from lib.engine.checkpointing import seed_everything  # noqa: E402
 from lib.engine.config import load_config  # noqa: E402
 from lib.model import layouts  # noqa: E402

@@ -62,8 +62,21 @@ def _absolute(node: ast.ImportFrom, module: str, path: Path) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (read by type checkers, never run)."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.If)
+            and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+        ):
+            skipped.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return skipped
+
+
 def imports_of(module: str, path: Path, modules: Iterable[str]) -> tuple[set[str], set[str]]:
-    """(modules of lib/ that ``module`` imports, imported lib names that are no module of lib/)."""
+    """(modules of lib/ that ``module`` imports, imported lib names that are no module of lib/); imports
+    under ``if TYPE_CHECKING:`` never run and do not count."""
     known = set(modules)
     edges: set[str] = set()
     unresolved: set[str] = set()
@@ -72,7 +85,11 @@ def imports_of(module: str, path: Path, modules: Iterable[str]) -> tuple[set[str
         if target == "lib" or target.startswith("lib."):
             (edges if target in known else unresolved).add(target)
 
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    type_only = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 add(alias.name)
@@ -263,7 +280,7 @@ def test_the_graph_sees_every_kind_of_import(tmp_path):
         "__init__.py": "",
         "a/__init__.py": "from lib.a.b import thing\n",
         "a/b.py": "import os\nfrom . import c\n\ndef f():\n    from ..d import g\n",
-        "a/c.py": "import lib.d\n",
+        "a/c.py": "import lib.d\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import lib.a.b\n",
         "d.py": "from lib.a import c as renamed, thing\n",
     }.items():
         (pkg / name).write_text(text)

@@ -174,9 +174,6 @@ SCHEMA: tuple[Key, ...] = (
     Key("size_batch", int, 8, "batch size per rank"),
     Key("grad_accum", int, 1, "micro-batches per optimizer step"),
     Key("steps_per_epoch", int, 0, "optimizer steps per epoch (0 = one pass over every stream)"),
-    Key("time_budget_s", float, 0.0,
-        "wall-clock seconds for training and its evaluations (0 = off): after every epoch size_epoch is "
-        "re-fitted to what fits at the pace measured in this run; the lr decay follows the new length"),
     Key("task_sampling", str, "uniform", "multi-task stream choice per step: uniform or by dataset size",
         ("uniform", "size")),
     Key("task_weight", float, 1.0, "multi-task: relative probability that a step trains this task's stream"),

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lib.engine import deepspeed_support as DS
 from lib.engine import distributed as D
+from lib.engine.callbacks import Callback
 from lib.engine.checkpointing import (
     CheckpointManager,
     capture_rng_state,
@@ -75,7 +76,7 @@ SaveModelFn = Callable[[nn.Module, Path], None]
 # Keys that may change between a run and its resumption without affecting what is computed.
 _RUN_CONTROL_KEYS = frozenset({
     "resume", "path_output", "eval_only", "n_workers", "logging_steps", "tensorboard", "save_every_steps",
-    "keep_last_ckpts", "save_model_every_epoch", "dist_timeout_s", "time_budget_s",
+    "keep_last_ckpts", "save_model_every_epoch", "dist_timeout_s",
 })  # fmt: skip
 
 
@@ -143,7 +144,11 @@ class _Window:
 
 
 class Trainer:
-    """Trains `model` on `streams`, evaluates with `evaluate_fn`, logs and checkpoints to path_output."""
+    """Trains `model` on `streams`, evaluates with `evaluate_fn`, logs and checkpoints to path_output.
+
+    `callbacks` (`lib.engine.callbacks.Callback`) hook into the run; one may change its length after an epoch
+    with `set_length`.
+    """
 
     def __init__(
         self,
@@ -152,8 +157,13 @@ class Trainer:
         streams: TrainStream | Sequence[TrainStream] = (),
         evaluate_fn: EvaluateFn | None = None,
         save_model_fn: SaveModelFn | None = None,
+        callbacks: Sequence[Callback] = (),
     ):
         self.cfg = cfg
+        self.callbacks = list(callbacks)
+        keys = [c.state_key for c in self.callbacks]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"callbacks need distinct state keys, got {keys}")
         self.streams = [streams] if isinstance(streams, TrainStream) else list(streams)
         names = [s.name for s in self.streams]
         if len(set(names)) != len(names):
@@ -220,12 +230,9 @@ class Trainer:
             cfg.size_epoch,
         )
         self.cursors = [StreamCursor() for _ in self.streams]
-        self.n_epochs = cfg.size_epoch  # re-fitted after every epoch under a time budget
+        self.n_epochs = cfg.size_epoch  # a callback may change it (set_length)
         self.total_steps = self.schedule.steps_per_epoch * self.n_epochs
-        self.budget_spent_s = 0.0  # training + evaluation seconds of earlier processes of this run
-        self._fit_started: float | None = None
-        self._pace_mark: tuple[int, float] | None = None  # (epoch, time) from which every stream is drawn
-        self._last_eval_s = 0.0
+        self.last_eval_s = 0.0  # seconds of the last epoch-end evaluation
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.warmup_ratio)
         self.scaler = None
@@ -269,7 +276,7 @@ class Trainer:
             "nonfinite_total": self.nonfinite_total,
             "last_metrics": self.last_metrics,
             "n_epochs": self.n_epochs,
-            "budget_spent_s": self.budget_spent_s + self._seconds_this_process(),
+            "callbacks": {c.state_key: c.state_dict() for c in self.callbacks},
             "world_size": self.dist.world_size,
             "streams": [s.name for s in self.streams],
             "deepspeed": self.use_deepspeed,
@@ -299,8 +306,10 @@ class Trainer:
                 f"{folder} was written with deepspeed={state['deepspeed']}; resume with the same "
                 f"--deepspeed setting"
             )
-        changed = sorted(
-            k for k, v in state["config"].items() if k not in _RUN_CONTROL_KEYS and self.cfg[k] != v
+        changed = sorted(  # a key the schema no longer has (e.g. time_budget_s) computes nothing
+            k
+            for k, v in state["config"].items()
+            if k not in _RUN_CONTROL_KEYS and k in self.cfg and self.cfg[k] != v
         )
         if changed:
             self.log.warning(
@@ -331,8 +340,11 @@ class Trainer:
         self.nonfinite_total = state["nonfinite_total"]
         self.last_metrics = dict(state["last_metrics"])
         if "n_epochs" in state:
-            self._set_length(state["n_epochs"])
-            self.budget_spent_s = state["budget_spent_s"]
+            self.set_length(state["n_epochs"])
+        saved = state.get("callbacks", {})
+        for callback in self.callbacks:
+            if callback.state_key in saved:
+                callback.load_state_dict(saved[callback.state_key])
         rng_file = folder / f"rng_rank{self.dist.rank}.pt"
         if rng_file.is_file():
             restore_rng_state(torch.load(rng_file, weights_only=True))
@@ -396,7 +408,7 @@ class Trainer:
         if not self.training:
             self.evaluate()
             return self._summary()
-        self._fit_started = time.perf_counter()
+        self._call("on_fit_start")
         if self.cfg.eval_before_train and self.global_step == 0 and self.micro_in_epoch == 0:
             self.evaluate()
         while self.epoch < self.n_epochs:
@@ -422,51 +434,27 @@ class Trainer:
         pin = self.device.type == "cuda"
         return plan_loader(self.fetcher, self.schedule, plan, self.cfg.n_workers, pin, self.cfg.seed)
 
-    # ---- time budget
+    # ---- callbacks and the run's length
 
-    def _seconds_this_process(self) -> float:
-        return 0.0 if self._fit_started is None else time.perf_counter() - self._fit_started
+    def _call(self, hook: str) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self)
 
-    def _set_length(self, n_epochs: int) -> None:
+    def set_length(self, n_epochs: int) -> None:
+        """Train ``n_epochs`` epochs in all (at least the ``epoch`` ones done): from the scheduler's next step
+        the learning-rate decay ends with the new length, and streams that have not started yet
+        (``task_start``) join at their fraction of it. Every rank must set the same length."""
+        if n_epochs < self.epoch:
+            raise ValueError(f"a run at epoch {self.epoch} cannot end after {n_epochs} epochs")
         self.n_epochs = n_epochs
         self.schedule.refit(n_epochs, self.epoch)
         self.total_steps = self.schedule.steps_per_epoch * n_epochs
         for fn in self.scheduler.lr_lambdas:  # the linear decay now ends with the new length
             fn.total_steps = self.total_steps
 
-    def _fit_to_budget(self) -> None:
-        """After an epoch: as many epochs as ``time_budget_s`` still allows at this run's measured pace (an
-        epoch's training plus, when it evaluates, its evaluation), never fewer than those done. The pace is
-        measured from the first epoch that draws every stream (a stream with a later ``task_start`` changes
-        the cost of an epoch); before it, the planned length stands."""
-        if self._pace_mark is None:
-            return
-        now = time.perf_counter()
-        spent, paced = (
-            float(x)
-            for x in D.all_reduce_tensor(
-                torch.tensor([now - self._fit_started, now - self._pace_mark[1]]), "max"
-            )
-        )
-        eval_now = self._last_eval_s if self.cfg.eval_every > 0 else 0.0  # this epoch's, about to run
-        pace = (paced + eval_now) / (self.epoch - self._pace_mark[0])
-        left = self.cfg.time_budget_s - self.budget_spent_s - spent - eval_now
-        n_epochs = self.epoch + max(0, int(left // pace))
-        if n_epochs != self.n_epochs:
-            self.log.info(
-                f"time budget {self.cfg.time_budget_s:.0f} s: {self.n_epochs} -> {n_epochs} epochs "
-                f"({pace:.1f} s per epoch here, {self.budget_spent_s + spent:.0f} s spent)"
-            )
-            self._set_length(n_epochs)
-
     def _train_epoch(self) -> None:
         cfg, accum = self.cfg, self.cfg.grad_accum
-        if (
-            self._pace_mark is None
-            and self.micro_in_epoch == 0
-            and max(self.schedule.start_epochs) <= self.epoch
-        ):
-            self._pace_mark = (self.epoch, time.perf_counter())
+        self._call("on_epoch_start")
         plan, end_cursors = self.schedule.epoch_plan(self.epoch, self.cursors)
         steps = self.schedule.steps_per_epoch
         self.wrapped.train()
@@ -500,12 +488,11 @@ class Trainer:
         self.cursors = end_cursors
         self.epoch += 1
         self.micro_in_epoch = 0
-        if cfg.time_budget_s > 0:
-            self._fit_to_budget()
+        self._call("on_epoch_end")
         if (cfg.eval_every > 0 and self.epoch % cfg.eval_every == 0) or self.epoch == self.n_epochs:
             started = time.perf_counter()
             self.evaluate()
-            self._last_eval_s = time.perf_counter() - started
+            self.last_eval_s = time.perf_counter() - started
         if cfg.save_model_every_epoch:
             self.save_model(f"model_epoch{self.epoch:03d}")
         self.save_checkpoint()

@@ -18,6 +18,7 @@ import torch
 
 from lib.data.annotations import write_json_atomic
 from lib.engine import distributed as D
+from lib.engine.callbacks import Callback
 from lib.engine.checkpointing import seed_everything
 from lib.engine.config import Config, ConfigError, load_config
 from lib.engine.precision import autocast
@@ -104,8 +105,9 @@ def prepare(
     return cfg, tokenizer, model, build_tasks(cfg, tokenizer)
 
 
-def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Train and/or evaluate the registered ``task`` as the config says; returns the final test metrics."""
+def run(task: str, argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
+    """Train and/or evaluate the registered ``task`` as the config says, with the trainer's ``callbacks``;
+    returns the final test metrics."""
     cfg, tokenizer, model, tasks = prepare(task, argv)
     streams = [s for t in tasks for s in t.train_streams()]
     eval_splits = ["val"] if any("val" in t.eval_splits() for t in tasks) else None
@@ -115,6 +117,7 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
         streams,
         evaluate_fn=lambda m, epoch: evaluate_tasks(tasks, m, eval_splits),
         save_model_fn=save_model_fn(tokenizer, cfg, tasks),
+        callbacks=callbacks,
     )
     trainer.fit()
     final = final_evaluation(trainer, tasks)

@@ -48,14 +48,20 @@ class ToyRun:
 
 
 def run_toy(
-    out: Path, *args: str, nproc: int = 1, launcher: str = "torch.distributed.run", timeout: int = 240
+    out: Path,
+    *args: str,
+    nproc: int = 1,
+    launcher: str = "torch.distributed.run",
+    timeout: int = 240,
+    script: Path = TOY,
 ) -> ToyRun:
-    """Run toy_train.py with `--path_output out` and `args`; with `launcher` on a free port when nproc > 1."""
+    """Run toy_train.py (or a `script` around it) with `--path_output out` and `args`; with `launcher` on a
+    free port when nproc > 1."""
     if nproc == 1:
-        cmd = [sys.executable, str(TOY)]
+        cmd = [sys.executable, str(script)]
     else:
         cmd = [sys.executable, "-m", launcher, "--nproc_per_node", str(nproc),
-               "--master_port", str(find_free_port()), str(TOY)]  # fmt: skip
+               "--master_port", str(find_free_port()), str(script)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.run(

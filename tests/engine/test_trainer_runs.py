@@ -145,33 +145,25 @@ def test_torch_distributed_launch_and_a_clear_unused_parameter_error(tmp_path):
     assert "--find_unused_parameters true" in run.stderr
 
 
-def test_a_time_budget_shortens_a_run_to_the_epochs_that_fit(tmp_path):
-    run = run_toy(tmp_path, *BASE_ARGS, "--size_batch", "8", "--size_epoch", "5", "--time_budget_s", "0.01")
+def test_a_callback_shortens_the_run_and_the_lr_decay_follows(tmp_path):
+    # 4 epochs of 6 steps planned (warm-up round(0.1 x 24) = 2 steps); StopAfter sets 2 when epoch 1 ends
+    run = run_toy(tmp_path, *BASE_ARGS, "--size_batch", "8", "--size_epoch", "4", "--toy_stop_after", "2")
     run.check()
-    assert [(r["epoch"], r["step"]) for r in run.records("eval")] == [(1, 6)]  # 5 planned, 1 fitted
-    assert "time budget 0 s: 5 -> 1 epochs" in (run.out / "stdout.txt").read_text()
-    state = torch.load(run.out / "checkpoints" / "step_00000006" / "trainer_state.pt", weights_only=True)
-    assert state["n_epochs"] == 1 and state["budget_spent_s"] > 0
+    assert [(r["epoch"], r["step"]) for r in run.records("eval")] == [(1, 6), (2, 12)]
+    lrs = {r["step"]: r["lr"] for r in run.records("train")}
+    assert max(lrs) == 12
+    assert lrs[1] == pytest.approx(1e-2 / 2) and lrs[6] == pytest.approx(1e-2 * (24 - 5) / 22)  # 24 planned
+    # from the scheduler's next step the decay ends at the new length (step 7's lr was set by step 6's)
+    assert lrs[8] == pytest.approx(1e-2 * (12 - 7) / 10) and lrs[12] == pytest.approx(1e-2 * 1 / 10)
+    state = torch.load(run.out / "checkpoints" / "step_00000012" / "trainer_state.pt", weights_only=True)
+    assert state["n_epochs"] == 2 and state["callbacks"] == {"StopAfter": {"ended": 2}}
 
 
-def test_a_time_budget_lengthens_a_run_and_its_lr_decay_follows(tmp_path):
-    # 6 steps of 2 sleeping micro-steps each: >= 0.6 s an epoch; 3 s fit ~4 epochs (at most 5)
-    args = ["--size_batch", "8", "--size_epoch", "1", "--time_budget_s", "3", "--toy_step_sleep", "0.05"]
-    run = run_toy(tmp_path, *BASE_ARGS, *args).check()
-    epochs = run.records("eval")[-1]["epoch"]
-    assert 2 <= epochs <= 5
-    total = 6 * epochs
-    train = run.records("train")
-    assert train[-1]["step"] == total
-    # warm-up of 1 step (warmup_ratio 0.1 of the first plan's 6), then linear to 0 at the fitted end
-    assert train[-1]["lr"] == pytest.approx(1e-2 * 1 / (total - 1))
-
-
-def test_a_time_budget_waits_for_every_stream_before_refitting(tmp_path):
-    # "cls" joins at epoch 2 of 4: the plan stands until an epoch has drawn both streams, then shrinks
-    args = ["--size_batch", "8", "--size_epoch", "4", "--time_budget_s", "0.01", "--toy_starts", "0,0.5"]
-    run = run_toy(tmp_path, *BASE_ARGS, *args).check()
-    assert [r["epoch"] for r in run.records("eval")] == [1, 2, 3]
-    assert "4 -> 3 epochs" in (run.out / "stdout.txt").read_text()
-    streams = {r["stream"] for r in run.records("train") if r["step"] <= 12}
-    assert streams == {"reg"}  # no "cls" before epoch 2
+def test_a_resumed_run_keeps_the_length_a_callback_set_and_the_callback_state(tmp_path):
+    args = [*BASE_ARGS, "--size_batch", "8", "--size_epoch", "4", "--toy_stop_after", "2"]
+    reference = run_toy(tmp_path / "ref", *args).check()
+    assert_killed_after_step_9(run_toy(tmp_path / "run", *args, *KILL_AT))
+    resumed = run_toy(tmp_path / "run", *args, "--resume", "true").check()
+    assert_same_run(resumed, reference)
+    state = torch.load(resumed.out / "checkpoints" / "step_00000012" / "trainer_state.pt", weights_only=True)
+    assert state["n_epochs"] == 2 and state["callbacks"] == {"StopAfter": {"ended": 2}}  # 1 saved + 1 after

@@ -8,6 +8,7 @@ seeds per item). Besides the engine's `--key value` options, the script takes it
     --toy_nan_ids [5]       item ids with a NaN input   --toy_kill_at N       rank 0 SIGKILLs itself at call N
     --toy_step_sleep 0.0    seconds each step call sleeps (a known pace for time-budget runs)
     --toy_starts 0,0.5      each stream's task_start (default: all 0)
+    --toy_stop_after N      a callback (StopAfter) ends the run after N epochs (0: none)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lib.engine.callbacks import Callback  # noqa: E402
 from lib.engine.checkpointing import seed_everything  # noqa: E402
 from lib.engine.config import load_config  # noqa: E402
 from lib.engine.distributed import (  # noqa: E402
@@ -46,6 +48,7 @@ TOY_DEFAULTS = {
     "kill_at": "0",
     "step_sleep": "0",
     "starts": "",
+    "stop_after": "0",
 }
 
 
@@ -143,6 +146,24 @@ def sleeping(step_fn, seconds: float):
     return wrapped
 
 
+class StopAfter(Callback):
+    """Shortens the run to ``epochs`` epochs when one ends; its state counts the epochs it saw end."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.ended = epochs, 0
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        self.ended += 1
+        if trainer.n_epochs > self.epochs >= trainer.epoch:
+            trainer.set_length(self.epochs)
+
+    def state_dict(self) -> dict:
+        return {"ended": self.ended}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ended = state["ended"]
+
+
 def make_evaluate(path_output: Path, n_items: int, device: torch.device):
     data = ToyData(n_items, set(), noise=0.0)
 
@@ -160,8 +181,11 @@ def make_evaluate(path_output: Path, n_items: int, device: torch.device):
     return evaluate
 
 
-def main(argv: list[str]) -> dict:
+def main(argv: list[str], callbacks: list[Callback] | None = None) -> dict:
     toy, engine_argv = split_toy_args(argv)
+    callbacks = list(callbacks or [])
+    if int(toy["stop_after"]):
+        callbacks.append(StopAfter(int(toy["stop_after"])))
     cfg = load_config(engine_argv)
     dist = init_distributed(cfg.dist_timeout_s)
     seed_everything(cfg.seed)
@@ -178,7 +202,7 @@ def main(argv: list[str]) -> dict:
         data = ToyData(int(size), nan_ids)
         streams.append(TrainStream(name, data, collate, cfg.size_batch, step_fn, start=start))
     evaluate = make_evaluate(Path(cfg.path_output), int(toy["eval_items"]), dist.device)
-    return Trainer(cfg, model, streams, evaluate_fn=evaluate).fit()
+    return Trainer(cfg, model, streams, evaluate_fn=evaluate, callbacks=callbacks).fit()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.data.synthetic import make_demo_dataset
+from lib.demo.synthetic import make_demo_dataset
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from quick_training import freeze_for_speed
 
 from lib.data.annotations import AnnotationError
-from lib.data.synthetic import MC_TEST_ITEMS, MC_TRAIN_ITEMS
+from lib.demo.synthetic import MC_TEST_ITEMS, MC_TRAIN_ITEMS
 from lib.engine.config import Config, load_config
 from lib.model import layouts
 from lib.model.mlm import logits_at

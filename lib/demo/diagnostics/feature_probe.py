@@ -6,7 +6,7 @@ classifier per attribute on 3/4 of the clips (Adam, full batch, standardised fea
 on the other quarter. Comparing the attribute-pretrained Swin (``DIR/backbone/swin.safetensors``) with the
 multi-task checkpoint trained from it shows what the multi-task run kept and what it eroded.
 
-    .venv/bin/python bench/feature_probe.py --run DIR/run --data _datasets/demo_seed4 \\
+    .venv/bin/python -m lib.demo.diagnostics.feature_probe --run DIR/run --data _datasets/demo_seed4 \\
         [--ckpt DIR/backbone/swin.safetensors] [--attributes direction shape]
 
 ``--run`` gives the model's config (``RUN/model/args.json``) and, without ``--ckpt``, its weights.
@@ -21,14 +21,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from lib.data.frames import normalize_frames  # noqa: E402
-from lib.data.synthetic import ATTRIBUTES  # noqa: E402
-from lib.demo_backbone import labelled_clips  # noqa: E402
-from lib.engine.config import load_config  # noqa: E402
-from lib.tasks.model_io import build_model  # noqa: E402
+from lib.data.frames import normalize_frames
+from lib.demo.backbone import labelled_clips
+from lib.demo.diagnostics import command_line
+from lib.demo.synthetic import ATTRIBUTES
+from lib.engine.config import load_config
+from lib.tasks.build import build_model
 
 
 def encode(
@@ -78,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ckpt = args.ckpt or args.run / "model" / "model.safetensors"
     features, labels = encode(args.run, args.data, ckpt, args.n_clips)
-    print(
-        f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\nweights: {ckpt}; {len(labels)} clips\n"
-    )
+    print(f"command: {command_line(__spec__.name)}\nweights: {ckpt}; {len(labels)} clips\n")
     print("| attribute | classes | chance | Swin features | video tokens |\n|---|---:|---:|---:|---:|")
     for attribute in args.attributes:
         n_classes = len(ATTRIBUTES[attribute])

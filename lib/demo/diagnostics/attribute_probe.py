@@ -14,7 +14,7 @@ at a constant learning rate, batches of 16 training clips; validation accuracy o
 The multi-task demo gets its signal only through the fusion encoder, so an attribute that ``fusion`` does not
 learn here is out of the demo's reach.
 
-    .venv/bin/python bench/attribute_probe.py --attribute shape [--through swin] [--steps 400]
+    .venv/bin/python -m lib.demo.diagnostics.attribute_probe --attribute shape [--through swin] [--steps 400]
         [--data _datasets/demo] [--key value ...]   (demo-config overrides, e.g. --vis_drop_path 0.2)
 """
 
@@ -31,14 +31,14 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.data.frames import normalize_frames
+from lib.demo.diagnostics import command_line
+from lib.demo.synthetic import ATTRIBUTES, make_demo_dataset
+from lib.engine.config import load_config
+from lib.tasks.build import build_model
+from lib.tasks.common import clip_dataset, open_store
 
-from lib.data.frames import normalize_frames  # noqa: E402
-from lib.data.synthetic import ATTRIBUTES, make_demo_dataset  # noqa: E402
-from lib.engine.config import load_config  # noqa: E402
-from lib.tasks.common import clip_dataset, open_store  # noqa: E402
-from lib.tasks.model_io import build_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[3]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             return head(pooled(video)).float(), labels
 
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"command: {command_line(__spec__.name)}")
     print(
         f"attribute {args.attribute} ({len(values)} values, chance {1 / len(values):.2f}); {len(train)} train"
         f" / {len(val)} val clips; through {args.through}; lr {args.lr}; bf16 {args.bf16}; "

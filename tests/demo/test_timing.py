@@ -1,4 +1,4 @@
-"""Timing a run's steps (lib.engine.timing): what the demo sizes its training with."""
+"""Timing a run's steps (lib.demo.timing): what the demo sizes its training with."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from lib.demo.timing import mean_step_seconds, time_train_steps
 from lib.engine.config import Config
-from lib.engine.timing import mean_step_seconds, time_train_steps
 from lib.engine.trainer import TrainStream
 
 

@@ -2,13 +2,13 @@
 
 LAVENDER starts from a Video Swin pretrained on Kinetics action labels, so its video tokens already carry
 motion and shape. The demo has no such weights, and a Swin trained from scratch *through* the pretrained
-MiniLM fusion layers does not learn motion: `bench/attribute_probe.py` shows direction learned in 200 steps
-with a linear head on the mean-pooled Swin, and not at all in 300 steps (loss flat at ln 5) when the same
-head reads the tokens after the fusion layers (the table is in BENCHMARKS.md). So, as LAVENDER does with
-Kinetics, the demo first trains the Swin alone to classify the demo videos' attributes (shape, color, size,
-count, direction; one linear head each on the mean-pooled features, discarded afterwards) on the **train
-split only**, then starts the multi-task model from those Swin weights (``--path_ckpt``, Swin keys only;
-text and fusion stay all-MiniLM-L6-v2).
+MiniLM fusion layers does not learn motion: `python -m lib.demo.diagnostics.attribute_probe` shows direction
+learned in 200 steps with a linear head on the mean-pooled Swin, and not at all in 300 steps (loss flat at ln
+5) when the same head reads the tokens after the fusion layers (the table is in lib/demo/TUNING.md). So, as
+LAVENDER does with Kinetics, the demo first trains the Swin alone to classify the demo videos' attributes
+(shape, color, size, count, direction; one linear head each on the mean-pooled features, discarded afterwards)
+on the **train split only**, then starts the multi-task model from those Swin weights (``--path_ckpt``, Swin
+keys only; text and fusion stay all-MiniLM-L6-v2).
 
 :func:`pretrain_video_swin` writes ``swin.safetensors`` (``enc_img.swin.*`` keys) and ``swin.json`` (what it
 was trained on and its held-out accuracy per attribute); a re-run with the same request reuses them.
@@ -31,12 +31,12 @@ from tqdm import tqdm
 
 from lib.data.annotations import write_json_atomic
 from lib.data.frames import normalize_frames
-from lib.data.synthetic import ATTRIBUTES
+from lib.demo.synthetic import ATTRIBUTES
 from lib.engine.config import Config
 from lib.engine.optim import build_scheduler
-from lib.model.lavender import VideoEncoder
+from lib.model.encoders.video import VideoEncoder
+from lib.tasks.build import model_config
 from lib.tasks.common import clip_dataset, open_store
-from lib.tasks.model_io import model_config
 
 WEIGHTS, RECORD = "swin.safetensors", "swin.json"
 SWIN_PREFIX = "enc_img.swin."

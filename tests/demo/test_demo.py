@@ -11,8 +11,10 @@ import json
 
 import pytest
 
-from lib import demo
-from lib.data.synthetic import MC_TEST_ITEMS
+from lib.demo import budget
+from lib.demo import run as demo
+from lib.demo.report import ROWS, caption_chance
+from lib.demo.synthetic import MC_TEST_ITEMS
 from lib.tasks.run import prepare
 
 # How far above chance the shortened demo must be on its 60 test videos, per metric: (at least this multiple
@@ -53,7 +55,7 @@ def test_a_shortened_demo_learns_every_task_and_writes_its_report(tmp_path, caps
         "trained_steps": length["size_epoch"] * length["steps_per_epoch"],
     }
     metrics = summary["metrics"]
-    for task, metric, _, _ in demo.ROWS:
+    for task, metric, _, _ in ROWS:
         if metric != "METEOR":  # METEOR needs Java; everything else is always reported
             assert f"{task}/test/{metric}" in metrics
     learned = {}
@@ -91,11 +93,14 @@ def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
     assert plan["step_s"] > 0 and plan["eval_s"] > 0 and "budget" in plan["source"]
     assert plan["time_budget_s"] == 1.0  # the budget is spent: the run re-fits to stop as soon as it can
     assert "ms per step" in capsys.readouterr().out
-    assert "--time_budget_s" in demo.run_argv(argparse.Namespace(**vars(args), time_budget_s=5.0), data, out)
+    # the plan's budget reaches the run as its TimeBudget callback, recorded beside the run for a resume
+    budgeted = argparse.Namespace(**vars(args), time_budget_s=5.0)
+    assert [c.seconds for c in demo.run_callbacks(budgeted, tmp_path / "budgeted")] == [5.0]
+    assert budget.recorded_budget(tmp_path / "budgeted") == 5.0
     # the test evaluation is planned as each task's timed val pass times its test/val items: MC_TEST_ITEMS
     # questions of each multiple-choice kind per test video and one per val video (here 6 videos each)
     _, _, _, tasks = prepare("multi-task", demo.run_argv(args, data, tmp_path / "tasks"))
-    ratios = {task.name.split("_")[-1]: demo.test_to_val_items(task, args) for task in tasks}
+    ratios = {task.name.split("_")[-1]: budget.test_to_val_items(task, args) for task in tasks}
     assert ratios == {
         "demo-retrieval": 1,
         "demo-qa": 1,
@@ -105,7 +110,7 @@ def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
     }
 
     def length(usable_s: float, steps_per_epoch: int = 100, max_epochs: int = 8, stretch: bool = True):
-        return demo.plan_length(usable_s / demo.SAFETY, 0.5, steps_per_epoch, 10.0, max_epochs, stretch)
+        return budget.plan_length(usable_s / budget.SAFETY, 0.5, steps_per_epoch, 10.0, max_epochs, stretch)
 
     # 905 usable seconds at 0.5 s/step with 10 s evaluations: 15 whole 100-step epochs (60 s each) fit ...
     assert length(905, max_epochs=32, stretch=False) == (15, 100)
@@ -117,11 +122,12 @@ def test_demo_fits_its_training_to_the_budget(tmp_path, capsys):
     assert length(208, stretch=False) == (3, 100)
     # less than one epoch fits: one shorter epoch, never below MIN_STEPS (or the configured length)
     assert length(45.2) == (1, 70)  # (45.2 - 10) / 0.5
-    assert length(-5) == (1, demo.MIN_STEPS)
+    assert length(-5) == (1, budget.MIN_STEPS)
     assert length(-5, steps_per_epoch=4) == (1, 4)
-    # an interrupted run (its args.json and a checkpoint) keeps its length instead of measuring again
+    # an interrupted run (args.json, its recorded budget, a checkpoint) keeps its length, measures nothing
     (out / "run" / "checkpoints" / "step_00000002").mkdir(parents=True)
-    (out / "run" / "args.json").write_text(json.dumps({"size_epoch": 3, "time_budget_s": 500.0}))
+    (out / "run" / "args.json").write_text(json.dumps({"size_epoch": 3}))
+    budget.record_budget(out / "run", 500.0)
     again = demo.fit_epochs(args, data, out, None, started=demo.time.perf_counter())
     assert again == {
         "size_epoch": 3, "steps_per_epoch": None, "time_budget_s": 500.0, "source": "the interrupted run"
@@ -132,11 +138,11 @@ def test_swin_pretraining_writes_loadable_weights_and_is_reused(tmp_path, capsys
     import torch
     from safetensors.torch import load_file
 
-    from lib.data.synthetic import ATTRIBUTES, make_demo_dataset
-    from lib.demo_backbone import pretrain_video_swin
+    from lib.demo.backbone import pretrain_video_swin
+    from lib.demo.synthetic import ATTRIBUTES, make_demo_dataset
     from lib.engine.config import load_config
-    from lib.model.lavender import VideoEncoder
-    from lib.tasks.model_io import build_model, model_config
+    from lib.model.encoders.video import VideoEncoder
+    from lib.tasks.build import build_model, model_config
 
     data = tmp_path / "data"
     make_demo_dataset(data, seed=0, n_train=8, n_val=4, n_test=2, progress=False)
@@ -200,14 +206,14 @@ def test_caption_chance_scores_random_training_captions_against_the_test_referen
     ]
     # a training pool that shares no word with the test captions scores nothing
     _caption_annotations(tmp_path, ["one tiny pink star spins"] * 3, test)
-    chance = demo.caption_chance(tmp_path)
+    chance = caption_chance(tmp_path)
     assert chance[("captioning_demo-captioning", "Bleu_1")] == pytest.approx(0.0, abs=1e-6)
     assert chance[("captioning_demo-captioning", "CIDEr")] == pytest.approx(0.0, abs=1e-6)
     # a pool holding only the test captions: each draw is right for one video in three (BLEU counts over the
     # corpus, so BLEU-4 sits between that and a perfect 1), and the same data gives the same chance level
     _caption_annotations(tmp_path, test, test)
-    chance = demo.caption_chance(tmp_path)
+    chance = caption_chance(tmp_path)
     assert 0.2 < chance[("captioning_demo-captioning", "Bleu_4")] < 0.9
-    assert demo.caption_chance(tmp_path) == chance
-    one_draw = demo.caption_chance(tmp_path, draws=1)
+    assert caption_chance(tmp_path) == chance
+    one_draw = caption_chance(tmp_path, draws=1)
     assert one_draw != chance

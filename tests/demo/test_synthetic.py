@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lib.data.annotations import load_annotations
-from lib.data.synthetic import (
+from lib.demo.synthetic import (
     ANNOTATION_FILES,
     ANSWERS,
     ATTRIBUTES,

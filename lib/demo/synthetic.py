@@ -47,7 +47,7 @@ RECIPE = 4  # bump when what a spec renders to changes: datasets built by anothe
 # (4: recipe 3 reused the files of ids whose scene changed with the split sizes; such folders are rebuilt)
 
 # ---------------------------------------------------------------------------------------- the vocabulary
-# Every word below is a single bert-base-uncased wordpiece (checked by tests/data/test_synthetic.py).
+# Every word below is a single bert-base-uncased wordpiece (checked by tests/demo/test_synthetic.py).
 
 SHAPES = ("circle", "square", "triangle", "cross")
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}

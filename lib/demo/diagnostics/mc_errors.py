@@ -5,7 +5,8 @@ each wrong one, the right option, the chosen one and the option probabilities; t
 wrong, which option positions were chosen, and how often the chosen caption shares each attribute word
 (count, size, colour, shape, direction) with the right one.
 
-    .venv/bin/python bench/mc_errors.py --run _snapshot/demo/run --data _datasets/demo [--shifts 5]
+    .venv/bin/python -m lib.demo.diagnostics.mc_errors --run _snapshot/demo/run --data _datasets/demo \\
+        [--shifts 5]
 
 ``--shifts N`` re-scores with N cyclic shifts of the option order (``mc_shifts``; default: the checkpoint's),
 e.g. to compare a checkpoint trained before ``mc_shifts`` existed with and without them.
@@ -14,19 +15,15 @@ e.g. to compare a checkpoint trained before ``mc_shifts`` existed with and witho
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.api import Lavender
+from lib.data.annotations import load_annotations
+from lib.data.tsv import TSVFile, frame_columns
+from lib.demo.synthetic import PLURALS
 
-from lib.api import Lavender  # noqa: E402
-from lib.data.annotations import load_annotations  # noqa: E402
-from lib.data.synthetic import PLURALS  # noqa: E402
-from lib.data.tsv import TSVFile, frame_columns  # noqa: E402
-
-# demo captions read "<count> <size> <colour> <shape(s)> <verb> <direction>" (lib.data.synthetic)
+# demo captions read "<count> <size> <colour> <shape(s)> <verb> <direction>" (lib.demo.synthetic)
 PARTS = ("count", "size", "colour", "shape", "direction")
 SINGULAR = {plural: shape for shape, plural in PLURALS.items()}
 

@@ -6,8 +6,8 @@ Swin geometry, attention) and runs `main_multi_task_mlm.py` in its own process, 
 at once (`--parallel 9` ran all of them in about 4 minutes on one H200); on a 2-core CPU run one at a time.
 How a recipe's length translates into CPU minutes: `bench/demo_step.py` (ms per step on this machine).
 
-    .venv/bin/python bench/demo_recipes.py --recipes S_600,S_1200 [--parallel 2] [--out /tmp/recipes]
-        [--data _datasets/demo_recipes]   (built with 60 val videos if missing)
+    .venv/bin/python -m lib.demo.diagnostics.recipes --recipes S_600,S_1200 [--parallel 2] \\
+        [--out /tmp/recipes] [--data _datasets/demo_recipes]   (built with 60 val videos if missing)
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.demo.diagnostics import command_line
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def ret(b: int = 8, neg: int = 3, w: float = 1.0) -> dict:
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         p.error(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
-    from lib.data.synthetic import make_demo_dataset
+    from lib.demo.synthetic import make_demo_dataset
 
     make_demo_dataset(args.data, seed=0, n_train=1200, n_val=60, n_test=60, workers=2)
     base = ["--config", "_args/args_demo_multi-task.json", "--data_dir", str(args.data),
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 del running[name]
                 status = "done" if proc.returncode == 0 else f"FAILED ({runs[name] / 'console.txt'})"
                 print(f"{name}: {status} after {time.perf_counter() - started:.0f} s", flush=True)
-    print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
+    print(f"\ncommand: {command_line(__spec__.name)}\n")
     print(table(runs))
     return 0
 
