@@ -24,6 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from lib.utils.atomic import write_atomic_path
+
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 of every named parameter and buffer of ``model`` (computed once per set of weights)."""
@@ -73,20 +75,11 @@ class EmbeddingCache:
             return f.get_tensor("embeddings")
 
     def put(self, key: str, ids: Sequence[str], embeddings: torch.Tensor) -> Path:
-        """Write atomically (a temporary file in the folder, then a rename)."""
+        """Write atomically (:func:`lib.utils.atomic.write_atomic_path`)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            save_file(
-                {"embeddings": embeddings.detach().float().cpu().contiguous()},
-                str(tmp),
-                metadata={"ids": json.dumps(list(ids))},
-            )
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        tensors = {"embeddings": embeddings.detach().float().cpu().contiguous()}
+        metadata = {"ids": json.dumps(list(ids))}
+        return write_atomic_path(self.path(key), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 __all__ = ["EmbeddingCache", "model_fingerprint", "store_fingerprint"]

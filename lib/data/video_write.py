@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from lib.utils.atomic import write_atomic_path
+
 # container suffix -> (codec, pixel format) that the suffix is normally written with
 DEFAULT_CODECS: dict[str, tuple[str, str]] = {
     ".mp4": ("libx264", "yuv420p"),
@@ -44,32 +46,34 @@ def write_video(
     default_codec, default_fmt = DEFAULT_CODECS.get(suffix, ("libx264", "yuv420p"))
     codec = codec or default_codec
     pix_fmt = pix_fmt or ("yuvj420p" if codec == "mjpeg" else default_fmt)
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
     pts_iter = iter(pts) if pts is not None else None
-    n = 0
-    with av.open(str(tmp), mode="w") as container:
-        rate = Fraction(fps).limit_denominator(1000)
-        stream = container.add_stream(codec, rate=rate)
-        stream.pix_fmt = pix_fmt
-        if options:
-            stream.options = dict(options)
-        if time_base is not None:
-            stream.codec_context.time_base = time_base
-        for frame in frames:
-            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+
+    def encode(tmp: Path) -> None:
+        n = 0
+        with av.open(str(tmp), mode="w") as container:
+            rate = Fraction(fps).limit_denominator(1000)
+            stream = container.add_stream(codec, rate=rate)
+            stream.pix_fmt = pix_fmt
+            if options:
+                stream.options = dict(options)
+            if time_base is not None:
+                stream.codec_context.time_base = time_base
+            for frame in frames:
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                if n == 0:
+                    stream.height, stream.width = frame.shape[:2]
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                if pts_iter is not None:
+                    vf.pts = next(pts_iter)
+                    if time_base is not None:
+                        vf.time_base = time_base
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+                n += 1
             if n == 0:
-                stream.height, stream.width = frame.shape[:2]
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            if pts_iter is not None:
-                vf.pts = next(pts_iter)
-                if time_base is not None:
-                    vf.time_base = time_base
-            for packet in stream.encode(vf):
+                raise ValueError(f"write_video({path}): no frames given")
+            for packet in stream.encode():
                 container.mux(packet)
-            n += 1
-        if n == 0:
-            raise ValueError(f"write_video({path}): no frames given")
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
-    return path
+
+    return write_atomic_path(path, encode)
+

@@ -22,9 +22,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from lib.utils.atomic import write_atomic_path, write_text
 
 from .lavender import LavenderConfig, LavenderModel
 from .video_swin import SwinTransformer3D
@@ -576,23 +577,15 @@ def build_from_pretrained_parts(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_model_dir(model: LavenderModel, directory: str | Path) -> Path:
     """Write ``config.json`` + ``model.safetensors`` into ``directory`` (created; other files left alone)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != DECODER_BIAS}
-    _atomic_write(directory / MODEL_WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    metadata = {"format": "pt"}
+    write_atomic_path(directory / MODEL_WEIGHTS, lambda p: save_file(tensors, str(p), metadata=metadata))
     text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / MODEL_CONFIG, lambda p: Path(p).write_text(text))
+    write_text(directory / MODEL_CONFIG, text)
     return directory
 
 

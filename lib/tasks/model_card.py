@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from safetensors import safe_open
 from lib.model.checkpoint import MODEL_CONFIG, MODEL_WEIGHTS
 from lib.model.config import INFERENCE_KEY
 from lib.tasks.registry import get_task
+from lib.utils.atomic import write_text
 
 MODEL_CARD = "README.md"
 
@@ -23,11 +23,7 @@ def write_model_card(folder: Path, metrics: Mapping[str, float] | None = None, l
     config = json.loads((folder / MODEL_CONFIG).read_text())
     name = folder.name.removesuffix(".tmp")  # folders are written under NAME.tmp, then renamed
     text = model_card(config, metrics or {}, label, n_parameters(folder / MODEL_WEIGHTS), name)
-    path = folder / MODEL_CARD
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(folder / MODEL_CARD, text)
 
 
 def n_parameters(weights: Path) -> int:
