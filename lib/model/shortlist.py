@@ -3,8 +3,8 @@ then a re-score of only those (by the MLM matching head), merged into one rankin
 
 :func:`top_k` is exact: a matrix product in torch (chunked over queries, so memory stays at
 ``chunk x gallery``), or ``faiss-cpu``'s exact inner-product index (``IndexFlatIP``) when asked for or when
-the gallery passes :data:`FAISS_MIN_GALLERY` and faiss is installed (``bench/retrieval_fast.py`` measures
-where it starts to pay). Both give the same sets; ties may be ordered differently.
+the gallery passes :data:`FAISS_MIN_GALLERY` and faiss is installed (``pip install .[fast]``;
+``bench/retrieval_fast.py`` measures both). Both give the same sets; ties may be ordered differently.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import numpy as np
 import torch
 
 INDEXES = ("auto", "torch", "faiss")
-FAISS_MIN_GALLERY = 50_000
-"""Gallery size from which ``index="auto"`` uses faiss (measured in bench/retrieval_fast.py)."""
+FAISS_MIN_GALLERY = 1_000_000
+"""Gallery size from which ``index="auto"`` uses faiss: exact chunked matrix products in torch were faster
+than faiss's exact ``IndexFlatIP`` up to 100k videos x 1,000 queries (bench/retrieval_fast.py, BENCHMARKS.md);
+beyond ~1M a chunk's (chunk x gallery) scores grow large, where faiss keeps memory flat."""
 
 
 def faiss_available() -> bool:

@@ -159,3 +159,14 @@ def test_dual_softmax_reweights_each_video_column():
     out = dual_softmax(sim, temp=0.1)
     assert out.shape == sim.shape
     assert out[1, 1] > out[0, 1] and out[0, 0] > out[1, 0]
+
+
+def test_the_faiss_index_finds_the_same_shortlists_as_torch():
+    pytest.importorskip("faiss", reason="faiss-cpu: an optional extra (pip install .[fast]; dev has it)")
+    g = torch.Generator().manual_seed(2)
+    queries = F.normalize(torch.randn(20, 16, generator=g), dim=-1)
+    gallery = F.normalize(torch.randn(300, 16, generator=g), dim=-1)
+    exact, exact_sims = top_k(queries, gallery, 8, index="torch")
+    found, sims = top_k(queries, gallery, 8, index="faiss")
+    assert all(set(a) == set(b) for a, b in zip(exact, found))
+    assert np.allclose(np.sort(sims, axis=1), np.sort(exact_sims, axis=1), atol=1e-5)
