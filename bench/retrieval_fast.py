@@ -106,14 +106,16 @@ def shortlist_index_table(queries: int = 1000, dim: int = 256, k: int = 16) -> N
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--ckpt", required=True, help="a checkpoint folder with a contrastive head, args.json beside"
-    )
+    p.add_argument("--ckpt", help="a checkpoint folder with a contrastive head, args.json beside")
     p.add_argument("--gallery", type=int, default=0, help="also rank N captions against N unseen demo videos")
     p.add_argument("--gallery_dir", default="_datasets/demo_gallery", help="where the gallery videos go")
     p.add_argument("--k", type=int, default=16, help="rerank k on the gallery")
     p.add_argument("--out", default="", help="write every row as JSON here")
+    p.add_argument("--index_only", action="store_true", help="only the shortlist-index table (no checkpoint)")
     args = p.parse_args()
+    if args.index_only or not args.ckpt:
+        shortlist_index_table()
+        return
     ckpt = Path(args.ckpt)
     model = load_weights(ckpt, None).eval()
     run_args = json.loads((ckpt.parent / "args.json").read_text())
