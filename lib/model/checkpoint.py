@@ -483,6 +483,9 @@ def load_swin_checkpoint(
     report.resized += resize_temporal_biases(sd, target, swin)
     report.unexpected = [k for k in sd if k not in target]
     report.missing = [k for k in target if k not in sd]
+    # HTWA's local-tap LayerNorm is ours: no released Swin has it (it keeps its initial unit weights)
+    report.initialised = [k for k in report.missing if k.startswith("norm_local.")]
+    report.missing = [k for k in report.missing if k not in report.initialised]
     mismatched = shape_mismatches(sd, target)
     if mismatched:
         raise CheckpointError(

@@ -129,8 +129,8 @@ def test_kinetics_weights_load_into_an_htwa_swin(tmp_path):
     path = tmp_path / "swin_kinetics.pth"
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in source.state_dict().items()}}, path)
     target = swin(1, temporal_windows=[2, 4, 8, 16], local_window=8)
-    report = load_swin_checkpoint(target, path, mode="3d", strict=False)
-    assert report.missing == ["norm_local.weight", "norm_local.bias"]
+    report = load_swin_checkpoint(target, path, mode="3d")
+    assert report.ok and report.initialised == ["norm_local.weight", "norm_local.bias"]
     assert sum("temporal offsets" in line for line in report.resized) == 6  # 2 blocks x stages 0, 1, 3
     kept = target.layers[2].blocks[0].attn.relative_position_bias_table
     torch.testing.assert_close(kept, source.layers[2].blocks[0].attn.relative_position_bias_table)
@@ -138,3 +138,32 @@ def test_kinetics_weights_load_into_an_htwa_swin(tmp_path):
     x = torch.randn(1, 3, 2, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(target(x), source(x))
+
+
+def test_the_model_takes_as_many_frames_as_max_size_frame():
+    """emb_len (max_size_frame slots) is the model's frame limit; the HTWA Swin itself has none."""
+    from lib.model.lavender import LavenderModel
+
+    config = LavenderConfig(
+        swin_size="custom", swin_embed_dim=8, swin_depths=(1, 1, 1, 1), swin_heads=(1, 1, 2, 2),
+        swin_window=(8, 4, 4), swin_temporal_windows=(2, 4, 8, 64), hidden_size=16, num_layers=1,
+        num_heads=2, intermediate_size=32, max_size_frame=64, max_size_patch=1,
+    )  # fmt: skip
+    model = LavenderModel(config).eval()
+    with torch.no_grad():
+        tokens, mask = model.encode_video(torch.randn(1, 64, 3, 32, 32))
+        assert tokens.shape == (1, 64 * 2, 16) and mask.all()  # per frame: [CLS] + 1 patch
+        with pytest.raises(ValueError, match="max_size_frame=64"):
+            model.encode_video(torch.randn(1, 65, 3, 32, 32))
+
+
+def test_run_config_keys_reach_the_model_config(minilm_dir):
+    from lib.engine.config import load_config
+    from lib.tasks.build import model_config
+
+    cfg = load_config(["--fusion_encoder", str(minilm_dir), "--size_frame", "32", "--vis_temporal_windows",
+                       "[2, 4, 8, 16]", "--long_form_dim", "64", "--contrastive_dim", "64"])  # fmt: skip
+    config = model_config(cfg)
+    assert config.swin_temporal_windows == (2, 4, 8, 16) and config.swin_local_window == 8
+    assert config.long_form_dim == 64 and config.max_sentences == 8 and config.max_size_frame == 32
+    assert model_config(load_config(["--fusion_encoder", str(minilm_dir)])).swin_temporal_windows is None
