@@ -449,7 +449,6 @@ class SwinStage(nn.Module):
         shift_time: bool = True,
     ):
         super().__init__()
-        self.window_size = window_size
         self.blocks = nn.ModuleList(
             SwinBlock3D(
                 dim, num_heads, window_size, i % 2 == 1, mlp_ratio, drop_paths[i], attn_impl, shift_time
