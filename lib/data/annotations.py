@@ -12,6 +12,9 @@ kind           split contents
                ``"qtype"``); top-level ``"vocab": [answer, ...]`` and/or ``"ans2label": {answer: label}``
 ``qa_choice``  ``[{"video", "question", "option_0" .. "option_{K-1}", "answer": int}, ...]``; the question may
                be ``""`` (retrieval-style multiple choice)
+``paragraph``  ``[{"video", "sentences" (or "caption"), "timestamps"?: [[start, end], ...], "duration"?}]``;
+               also three public layouts, read as they are: ActivityNet Captions, DiDeMo (the
+               collaborative-experts split) and LF-VILA's jsonl (:func:`read_paragraph_source`)
 =============  ===============================================================================================
 
 Every problem raises :class:`AnnotationError` naming the file, split, item and key. With ``on_error="skip"``
@@ -45,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 EVAL_SPLITS = ("val", "test")
-KINDS = ("pretrain", "retrieval", "caption", "qa_open", "qa_choice")
+KINDS = ("pretrain", "retrieval", "caption", "qa_open", "qa_choice", "paragraph")
 METADATA_KEYS = {"qa_open": ("vocab", "ans2label")}
 
 OnError = Literal["raise", "skip"]
@@ -364,18 +367,8 @@ def read_alpro_folder(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     for split, name in ALPRO_SPLITS.items():
         file = path / name
-        if not file.is_file():
-            continue
-        rows = []
-        with open(file, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise AnnotationError(file, f"line {line_no} is not valid JSON ({e})") from None
-        splits[split] = rows
+        if file.is_file():
+            splits[split] = read_jsonl(file)
     if kind == "retrieval":
         return {
             split: [{"video": r.get("clip_name"), "caption": r.get("caption")} for r in rows]
@@ -454,7 +447,10 @@ def load_annotations(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
-    obj = read_alpro_folder(path, kind) if is_alpro_folder(path) else read_json_object(path)
+    if kind == "paragraph":
+        obj = read_paragraph_source(path)
+    else:
+        obj = read_alpro_folder(path, kind) if is_alpro_folder(path) else read_json_object(path)
     present = [s for s in SPLITS if s in obj]
     unknown = sorted(set(obj) - set(SPLITS) - set(METADATA_KEYS.get(kind, ())))
     if unknown:
@@ -634,3 +630,182 @@ def filter_test_leaks(data_dir: str | os.PathLike, dataset: str, output_dir: str
         output = write_json_atomic(output_dir / path.name, filtered)
         reports.append(FileLeakReport(str(path), str(output), before, after, removed))
     return LeakReport(dataset, len(eval_ids), reports)
+
+
+# ------------------------------------------------------------------------------ paragraphs (long-form video)
+
+
+@dataclass(frozen=True, slots=True)
+class ParagraphItem:
+    """A video with a paragraph: its sentences in order and, where known, each one's ``[start, end]`` in
+    seconds and the video's duration (the spans of long-form clips, :mod:`lib.data.multi_clip`)."""
+
+    video: str
+    sentences: tuple[str, ...]
+    timestamps: tuple[tuple[float, float], ...] | None = None
+    duration: float | None = None
+
+    def __post_init__(self) -> None:  # RecordList rebuilds nested lists: keep (start, end) pairs as tuples
+        if self.timestamps is not None:
+            object.__setattr__(self, "timestamps", tuple((float(a), float(b)) for a, b in self.timestamps))
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.sentences)
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _ItemError(key, f"expected a number, got {_type_name(value)} {value!r:.60}")
+    return float(value)
+
+
+def _parse_paragraph(raw: Any, ctx: _FileContext) -> ParagraphItem:
+    """Sentences (a string, or a list) with optional timestamps (one ``[start, end]`` per sentence: clipped to
+    ``[0, duration]`` and put in order, as ActivityNet's has a few reversed or past the end) and duration.
+    Empty sentences are dropped with their timestamps."""
+    obj = _as_object(raw)
+    key = next((k for k in ("sentences", "caption", "text") if k in obj), "sentences")  # text: LF-VILA's
+    sentences = _get(obj, key)
+    sentences = [sentences] if isinstance(sentences, str) else sentences
+    if not isinstance(sentences, list) or not all(isinstance(x, str) for x in sentences):
+        raise _ItemError(key, f"expected a string or a list of strings, got {sentences!r:.60}")
+    duration = None if obj.get("duration") is None else _number(obj["duration"], "duration")
+    timestamps = obj.get("timestamps")
+    spans = None
+    if timestamps is not None:
+        if not isinstance(timestamps, list) or len(timestamps) != len(sentences):
+            raise _ItemError("timestamps", f"expected one [start, end] per sentence ({len(sentences)})")
+        spans = []
+        for pair in timestamps:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise _ItemError("timestamps", f"expected [start, end], got {pair!r:.60}")
+            start, end = sorted(_number(t, "timestamps") for t in pair)
+            if duration is not None:
+                start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+            spans.append((start, end))
+    keep = [i for i, sentence in enumerate(sentences) if sentence.strip()]
+    if not keep:
+        raise _ItemError(key, "has no non-empty sentence")
+    return ParagraphItem(
+        _string(obj, "video"),
+        tuple(sentences[i].strip() for i in keep),
+        None if spans is None else tuple(spans[i] for i in keep),
+        duration,
+    )
+
+
+_PARSERS["paragraph"] = (ParagraphItem, _parse_paragraph)
+
+ACTIVITYNET_SPLITS = {"train": "train.json", "val": "val_1.json", "test": "val_2.json"}
+"""ActivityNet Captions' files. Paragraph-retrieval papers (ClipBERT, Frozen, LF-VILA) report val_1: "val"."""
+DIDEMO_CE_CAPTIONS = "raw-captions.pkl"
+LFVILA_SPLITS = {"train": "train.jsonl", "val": "val.jsonl", "test": "test.jsonl"}
+
+
+def read_paragraph_source(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """Paragraph annotations as ``{split: [{"video", "sentences", "timestamps"?, "duration"?}]}``, from
+
+    * our JSON file (the ``paragraph`` row of the module's table), as it is;
+    * ActivityNet Captions: a folder with ``train.json`` / ``val_1.json`` / ``val_2.json`` (splits train /
+      val / test) or one of those files, each ``{video_id: {"duration", "timestamps", "sentences"}}``;
+    * DiDeMo as the collaborative-experts split ships it: a folder with ``raw-captions.pkl`` (``{video:
+      [[word, ...], ...]}``: each description as a word list, read without running code) and
+      ``{train,val,test}_list.txt`` (one video per line; the name up to its first dot is the id, as there);
+      the descriptions of a video form its paragraph, without timestamps;
+    * LF-VILA's jsonl (one ``{"clip_id", "text"}`` per line, ``text`` a string or a list of sentences): a
+      folder with ``{train,val,test}.jsonl`` or one such file (its stem names the split)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / DIDEMO_CE_CAPTIONS).is_file():
+            return _read_didemo_ce(path)
+        if any((path / name).is_file() for name in ACTIVITYNET_SPLITS.values()):
+            files = {split: path / name for split, name in ACTIVITYNET_SPLITS.items()}
+            return {split: _activitynet_items(f) for split, f in files.items() if f.is_file()}
+        files = {split: path / name for split, name in LFVILA_SPLITS.items()}
+        if not any(f.is_file() for f in files.values()):
+            raise AnnotationError(
+                path, "no paragraph annotations here (ActivityNet, DiDeMo-CE or LF-VILA files)"
+            )
+        return {split: _lfvila_items(f) for split, f in files.items() if f.is_file()}
+    if path.suffix == ".jsonl":
+        stems = {split: name.removesuffix(".jsonl") for split, name in LFVILA_SPLITS.items()}
+        return {_split_of(path, stems): _lfvila_items(path)}
+    obj = read_json_object(path)
+    if any(split in obj for split in SPLITS):
+        return obj
+    names = {s: n.removesuffix(".json") for s, n in ACTIVITYNET_SPLITS.items()}
+    return {_split_of(path, names): _activitynet_items(path, obj)}
+
+
+def _split_of(path: Path, stems: Mapping[str, str]) -> str:
+    for split, stem in stems.items():
+        if path.stem == stem:
+            return split
+    raise AnnotationError(
+        path, f"cannot tell the split from the file name (expected one of {sorted(stems.values())})"
+    )
+
+
+def _activitynet_items(path: Path, obj: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    obj = read_json_object(path) if obj is None else obj
+    items = []
+    for video, entry in obj.items():
+        if not isinstance(entry, dict):
+            raise AnnotationError(
+                path, f"expected {{duration, timestamps, sentences}}, got {_type_name(entry)}", key=video
+            )
+        items.append({"video": video, **{k: entry.get(k) for k in ("sentences", "timestamps", "duration")}})
+    return items
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """One JSON value per non-blank line (ALPRO's and LF-VILA's annotation files)."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise AnnotationError(path, f"line {line_no} is not valid JSON ({e})") from None
+    return rows
+
+
+def _lfvila_items(path: Path) -> list[Any]:
+    """LF-VILA's rows with ``clip_id`` named ``video`` (the text keeps its name, ``text``)."""
+    return [
+        {"video": row.get("clip_id"), **{k: v for k, v in row.items() if k != "clip_id"}}
+        if isinstance(row, dict)
+        else row
+        for row in read_jsonl(path)
+    ]
+
+
+def _read_didemo_ce(path: Path) -> dict[str, list[dict[str, Any]]]:
+    from lib.data.tsv import TSVError, _load_plain_pickle  # the one unpickler that runs no code
+
+    try:
+        captions = _load_plain_pickle(path / DIDEMO_CE_CAPTIONS)
+    except TSVError as e:
+        raise AnnotationError(path / DIDEMO_CE_CAPTIONS, str(e)) from None
+    if not isinstance(captions, dict):
+        raise AnnotationError(
+            path / DIDEMO_CE_CAPTIONS, f"expected {{video: [description, ...]}}, got {_type_name(captions)}"
+        )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for split in SPLITS:
+        listing = path / f"{split}_list.txt"
+        if not listing.is_file():
+            continue
+        videos = [line.strip().split(".")[0] for line in listing.read_text(encoding="utf-8").splitlines()]
+        out[split] = [{"video": v, "sentences": _descriptions(captions.get(v, []))} for v in videos if v]
+    return out
+
+
+def _descriptions(value: Any) -> Any:
+    """DiDeMo-CE's descriptions of a video (word lists) as sentences; anything else is left to the parser."""
+    if not isinstance(value, list):
+        return value
+    return [" ".join(map(str, d)) if isinstance(d, list | tuple) else d for d in value]

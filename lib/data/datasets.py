@@ -53,15 +53,17 @@ class VideoStore:
         """Every video id in the store."""
         return set(self._offsets) if self._offsets is not None else set(self.tsv.keys())
 
-    def frames(self, video_id: str) -> list[bytes]:
-        """The stored base64 JPEG frames of ``video_id`` (KeyError naming the store if absent)."""
+    def row(self, video_id: str) -> list[bytes]:
+        """Every column of ``video_id``'s row (KeyError naming the store if absent)."""
         if self._offsets is not None:
             if video_id not in self._offsets:
                 raise KeyError(f"video {video_id!r} not in the id2lineidx map of {self.paths[0]}")
-            row = self.tsv.row_at_offset(self._offsets[video_id])  # type: ignore[union-attr]
-        else:
-            row = self.tsv.row(self.tsv.index_of(video_id))
-        frames = frame_columns(row, self.frame_col)
+            return self.tsv.row_at_offset(self._offsets[video_id])  # type: ignore[union-attr]
+        return self.tsv.row(self.tsv.index_of(video_id))
+
+    def frames(self, video_id: str) -> list[bytes]:
+        """The stored base64 JPEG frames of ``video_id`` (KeyError naming the store if absent)."""
+        frames = frame_columns(self.row(video_id), self.frame_col)
         if not frames:
             raise ValueError(f"video {video_id!r} in {self.paths}: the row has no frame columns")
         return frames

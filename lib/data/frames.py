@@ -234,6 +234,20 @@ def resize_frames(video: torch.Tensor, size: int) -> torch.Tensor:
     return out.reshape(*video.shape[:-2], size, size)
 
 
+def _aspect_window(frame: np.ndarray, hw: tuple[int, int], pad: bool, position: float | None) -> np.ndarray:
+    """The part of ``frame`` with the aspect ratio H:W of ``hw`` to resize to ``hw``: the largest such window
+    at ``position`` (None: centred) on the axis with room to spare, or (``pad``) the whole frame padded
+    with zeros, centred, to that ratio."""
+    h, w = frame.shape[:2]
+    rows, cols = (h, round(h * hw[1] / hw[0])) if h * hw[1] <= w * hw[0] else (round(w * hw[0] / hw[1]), w)
+    if not pad:
+        top, left = _crop_offset(h - rows, position), _crop_offset(w - cols, position)
+        return frame[top : top + rows, left : left + cols]
+    rows, cols = max(h, round(w * hw[0] / hw[1])), max(w, round(h * hw[1] / hw[0]))
+    top, left = (rows - h) // 2, (cols - w) // 2
+    return cv2.copyMakeBorder(frame, top, rows - h - top, left, cols - w - left, cv2.BORDER_CONSTANT, value=0)
+
+
 def _pad_to_square(frame: np.ndarray) -> np.ndarray:
     h, w = frame.shape[:2]
     pad = abs(w - h) // 2
@@ -271,6 +285,12 @@ class ClipTransform:
     ``defer_resize=True`` (with ``normalize=False``) leaves random crops at the stored resolution: the clip
     is the crop's region of the stored frames (its size depends only on theirs), for the model to resize
     on its device (``LavenderConfig.frame_size``). Center crops and ``pad_resize`` are resized as usual.
+
+    ``frame_hw=(H, W)`` makes non-square clips (T, 3, H, W) instead of ``size_img`` squares (LF-VILA trains
+    at 192 x 320; the Swin takes any H, W that are multiples of 32). The crop modes then cut the largest
+    H:W window of the frame (the other side whole), at the random or centre position, and resize it to H x W;
+    ``pad_resize`` pads the frame to H:W (zeros, centred) and resizes. Not with ``defer_resize`` or
+    ``per_frame_crop``; the model must not resize (``LavenderConfig.frame_size`` None).
     """
 
     def __init__(
@@ -281,7 +301,10 @@ class ClipTransform:
         per_frame_crop: bool = False,
         normalize: bool = True,
         defer_resize: bool = False,
+        frame_hw: tuple[int, int] | None = None,
     ):
+        if frame_hw is not None and (defer_resize or per_frame_crop or min(frame_hw) < 1):
+            raise ValueError(f"frame_hw={frame_hw}: positive (H, W), without defer_resize / per_frame_crop")
         if mode not in CROP_MODES:
             raise ValueError(f"unknown transform {mode!r}; choose one of {', '.join(CROP_MODES)}")
         if size_img < 1:
@@ -299,6 +322,7 @@ class ClipTransform:
         self.per_frame_crop = per_frame_crop and self.random_crop
         self.normalize = normalize
         self.defer_resize = defer_resize and self.random_crop
+        self.frame_hw = None if frame_hw is None else (int(frame_hw[0]), int(frame_hw[1]))
 
     def __call__(self, frames: Sequence[np.ndarray], rng: random.Random | None = None) -> torch.Tensor:
         return self.transform_stream(iter(frames), len(frames), rng)
@@ -320,7 +344,11 @@ class ClipTransform:
                 raise ValueError(f"frame {k}: expected an (H, W, 3) uint8 RGB array, got {frame.shape}")
             if clip is None:
                 shape = _source_region(frame, size, 0.0).shape[:2] if self.defer_resize else (size, size)
-                clip = np.empty((n_frames, *shape, 3), dtype=np.uint8)
+                clip = np.empty((n_frames, *(self.frame_hw or shape), 3), dtype=np.uint8)
+            if self.frame_hw is not None:
+                pad = self.mode == "pad_resize"
+                _resize_into(_aspect_window(frame, self.frame_hw, pad, position), clip[k])
+                continue
             if self.mode == "pad_resize":
                 _resize_into(_pad_to_square(frame), clip[k])
                 continue
@@ -337,7 +365,8 @@ class ClipTransform:
 
     def __repr__(self) -> str:
         extra = (
-            (", per_frame_crop=True" if self.per_frame_crop else "")
+            (f", frame_hw={self.frame_hw}" if self.frame_hw else "")
+            + (", per_frame_crop=True" if self.per_frame_crop else "")
             + ("" if self.normalize else ", normalize=False")
             + (", defer_resize=True" if self.defer_resize else "")
         )
@@ -357,7 +386,18 @@ def load_clip(
     its position in the row.
     """
     indices = sample_frame_indices(len(b64_frames), size_frame, train, rng)
-    return transform.transform_stream(_decoded(b64_frames, indices), len(indices), rng)
+    return clip_at(b64_frames, indices, transform, rng)
+
+
+def clip_at(
+    b64_frames: Sequence[bytes | str],
+    indices: Sequence[int],
+    transform: ClipTransform,
+    rng: random.Random | None = None,
+) -> torch.Tensor:
+    """The clip of the stored frames at ``indices``, in that order (e.g. M clips of a long video,
+    :mod:`lib.data.multi_clip`); a repeated index is decoded once."""
+    return transform.transform_stream(_decoded(b64_frames, list(indices)), len(indices), rng)
 
 
 def _decoded(b64_frames: Sequence[bytes | str], indices: list[int]) -> Iterator[np.ndarray]:

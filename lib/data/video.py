@@ -261,7 +261,8 @@ class _Picker:
         self.pts: dict[int, int | None] = {}
 
     def keep(self, key: int, frame: av.VideoFrame) -> None:
-        self.rgb[key] = to_rgb(frame)
+        convert = getattr(_local, "convert", None)  # read_frames(convert=...): e.g. JPEG-encode it at once
+        self.rgb[key] = to_rgb(frame) if convert is None else convert(to_rgb(frame))
         self.pts[key] = frame.pts
         # frame.time is NaN for frames drained from the decoder, so the time is computed from the stream's
         self.time[key] = None if frame.pts is None else float(frame.pts * self.time_base)
@@ -417,11 +418,27 @@ def _decode_by_pts(
 # ---------------------------------------------------------------------------------------------- public
 
 
-def read_frames(path: str | os.PathLike, k: int, strategy: str = "auto") -> VideoFrames:
+def read_frames(
+    path: str | os.PathLike,
+    k: int,
+    strategy: str = "auto",
+    convert: Callable[[np.ndarray], Any] | None = None,
+) -> VideoFrames:
     """The ``k`` frames the reference extractor picks from ``path`` (see the module docstring for the rules).
 
+    ``convert`` (e.g. JPEG encoding) is applied to each picked frame as soon as it is decoded, and
+    ``frames`` holds what it returns: memory then holds ``k`` converted frames, never ``k`` RGB ones (many
+    frames of long or high-resolution videos, :mod:`lib.data.long_video`).
     Raises :class:`VideoDecodeError` for a missing, empty, corrupt, truncated, non-video or audio-only file.
     """
+    _local.convert = convert  # read by this thread's pickers (_Picker.keep) during this call
+    try:
+        return _read_frames(path, k, strategy)
+    finally:
+        _local.convert = None
+
+
+def _read_frames(path: str | os.PathLike, k: int, strategy: str) -> VideoFrames:
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if k < 1:

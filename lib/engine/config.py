@@ -138,6 +138,19 @@ SCHEMA: tuple[Key, ...] = (
     Key("mc_shifts", int, 1, "one-sequence multiple choice at evaluation: average the option probabilities "
         "over this many cyclic shifts of the option order (1 = the reference's single order; size_option = "
         "every option once at every position)", tuple(range(1, 11))),
+    # ---- long-form video (LF-VILA: lib.model.long_form, lib.data.multi_clip)
+    Key("vis_temporal_windows", list[int] | None, None,
+        "Video Swin HTWA: a temporal window per stage, growing with depth (e.g. [2, 4, 8, 16]; LF-VILA's "
+        "6 layers: [2, 4, 8, 16, 16, 32] over 32 frames), spatial shifts only; None = vis_window everywhere"),
+    Key("vis_local_window", int, 8,
+        "HTWA: the local (clip-level) feature map is the input of the first stage whose temporal window "
+        "exceeds this many frames (LF-VILA: 8, its frames per clip)"),
+    Key("long_form_dim", int, 0,
+        "long-form head: clip / sentence projection size of the temporal contrastive loss (MTC) and "
+        "sentence-index embeddings (0 = none; needs vis_temporal_windows)"),
+    Key("max_sentences", int, 8, "long-form: sentences of a paragraph (the sentence-index embeddings)"),
+    Key("sentence_layers", int, 0,
+        "long-form: text layers that run per sentence before the paragraph layers (0 = half of them)"),
     # ---- model
     Key("vis_backbone", str, "vidswin", "visual backbone", ("vidswin",)),
     Key("vis_backbone_size", str, "base", "Video Swin size", ("tiny", "small", "base", "large", "custom")),

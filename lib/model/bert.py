@@ -80,13 +80,22 @@ class BertEmbeddings(nn.Module):
             "position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False
         )
 
-    def forward(self, ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``position_ids`` (B, L): each token's position (default 0..L-1; sentences of a packed paragraph
+        restart at 0, ``lib.model.long_form``)."""
         length = ids.shape[1]
-        if length > self.position_ids.shape[1]:
-            raise ValueError(
-                f"text length {length} exceeds max_position_embeddings={self.position_ids.shape[1]}"
-            )
-        x = self.word_embeddings(ids) + self.position_embeddings(self.position_ids[:, :length])
+        if position_ids is None:
+            if length > self.position_ids.shape[1]:
+                raise ValueError(
+                    f"text length {length} exceeds max_position_embeddings={self.position_ids.shape[1]}"
+                )
+            position_ids = self.position_ids[:, :length]
+        x = self.word_embeddings(ids) + self.position_embeddings(position_ids)
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]
         else:
@@ -235,8 +244,9 @@ class BertEncoder(nn.Module):
         self.use_checkpoint = config.use_checkpoint
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(num_layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        for layer in self.layer:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, layers: slice | None = None) -> torch.Tensor:
+        """Every layer, or the ``layers`` slice of them (a hierarchical text runs two slices, two masks)."""
+        for layer in self.layer if layers is None else self.layer[layers]:
             x = self._run(layer, x, mask)
         return x
 

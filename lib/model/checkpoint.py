@@ -334,6 +334,7 @@ def prepare_state_dict(
             )
         sd[HEAD_BIAS] = sd[DECODER_BIAS] = bias  # type: ignore[assignment]
     report.resized = resize_visual_embeddings(sd, target, trained_grid, trained_frames)
+    report.resized += resize_temporal_biases(sd, target, model)
     optional = set(OPTIONAL_KEYS[report.layout])
     for key in list(sd):
         if key in target:
@@ -394,7 +395,6 @@ def inflate_2d_swin(sd: StateDict, swin: SwinTransformer3D, report: LoadReport) 
     The patch kernel is repeated over time and divided by its length; each relative-position table is resized
     bicubically to the 3-D window's (2Wh-1)x(2Ww-1) plane and tiled over the 2Wd-1 depth offsets.
     """
-    wd, wh, ww = swin.window_size
     out = dict(sd)
     kernel = out.get("patch_embed.proj.weight")
     if kernel is not None and kernel.ndim == 4:
@@ -403,6 +403,7 @@ def inflate_2d_swin(sd: StateDict, swin: SwinTransformer3D, report: LoadReport) 
     for key, table in sd.items():
         if not key.endswith("relative_position_bias_table"):
             continue
+        wd, wh, ww = _block_window(swin, key)
         side = math.isqrt(table.shape[0])
         if side * side != table.shape[0]:
             raise CheckpointError(
@@ -413,11 +414,48 @@ def inflate_2d_swin(sd: StateDict, swin: SwinTransformer3D, report: LoadReport) 
             plane = F.interpolate(plane, size=(2 * wh - 1, 2 * ww - 1), mode="bicubic", align_corners=False)
             report.resized.append(f"{key}: {side}x{side} -> {2 * wh - 1}x{2 * ww - 1} (bicubic)")
         out[key] = plane.reshape(table.shape[1], -1).t().repeat(2 * wd - 1, 1).to(table.dtype)
+    depths = sorted({2 * w[0] - 1 for w in getattr(swin, "stage_windows", [swin.window_size])})
     report.notes.append(
         f"inflated from 2-D: patch kernel repeated over {swin.patch_size[0]} frames, "
-        f"bias tables tiled x{2 * wd - 1}"
+        f"bias tables tiled x{'/'.join(map(str, depths))}"
     )
     return out
+
+
+def _block_window(model: nn.Module, key: str) -> tuple[int, int, int]:
+    """The window of the attention module owning a bias-table ``key`` (the model's base window if absent)."""
+    try:
+        return tuple(model.get_submodule(key.rsplit(".", 1)[0]).window_size)  # type: ignore[return-value]
+    except AttributeError:
+        return tuple(model.window_size)  # type: ignore[return-value]
+
+
+def resize_temporal_bias(table: torch.Tensor, depth_to: int, plane: int) -> torch.Tensor:
+    """A relative-position bias table ((2Wd-1) * plane, heads) for another temporal window: rows
+    ((2Wd'-1) * plane, heads). Time offsets both windows have keep their biases exactly; offsets beyond the
+    source's repeat its outermost ones (a Kinetics window of 8 frames into an HTWA stage of 2 or 32)."""
+    depth = table.shape[0] // plane
+    offsets = torch.arange(depth_to) - depth_to // 2
+    rows = offsets.clamp(-(depth // 2), depth // 2) + depth // 2
+    return table.view(depth, plane, -1)[rows].reshape(depth_to * plane, -1)
+
+
+def resize_temporal_biases(sd: StateDict, target: Mapping[str, torch.Tensor], model: nn.Module) -> list[str]:
+    """Resize, in ``sd``, every bias table whose temporal window differs from its target's (same spatial
+    window and heads); return what was done. Other shape differences are left for the shape check."""
+    done = []
+    for key, table in list(sd.items()):
+        want = target.get(key)
+        if not key.endswith("relative_position_bias_table") or want is None or table.shape == want.shape:
+            continue
+        wd, wh, ww = _block_window(model, key)
+        plane = (2 * wh - 1) * (2 * ww - 1)
+        rows = table.shape[0]
+        if table.ndim != 2 or table.shape[1] != want.shape[1] or rows % plane or (rows // plane) % 2 == 0:
+            continue
+        sd[key] = resize_temporal_bias(table, 2 * wd - 1, plane)
+        done.append(f"{key}: {rows // plane} -> {2 * wd - 1} temporal offsets (outermost ones repeated)")
+    return done
 
 
 def load_swin_checkpoint(
@@ -442,8 +480,12 @@ def load_swin_checkpoint(
         sd = inflate_2d_swin(sd, swin, report)
     target = swin.state_dict()
     sd, report.dropped = drop_derived_buffers(sd, keep=target)
+    report.resized += resize_temporal_biases(sd, target, swin)
     report.unexpected = [k for k in sd if k not in target]
     report.missing = [k for k in target if k not in sd]
+    # HTWA's local-tap LayerNorm is ours: no released Swin has it (it keeps its initial unit weights)
+    report.initialised = [k for k in report.missing if k.startswith("norm_local.")]
+    report.missing = [k for k in report.missing if k not in report.initialised]
     mismatched = shape_mismatches(sd, target)
     if mismatched:
         raise CheckpointError(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .video_swin import ATTN_IMPLS, SWIN_SIZES
+from .video_swin import ATTN_IMPLS, SWIN_SIZES, htwa_layout
 
 INFERENCE_KEY = "inference"
 """The section of a checkpoint's config.json that is not architecture (task settings, ``lib.tasks``)."""
@@ -34,6 +34,11 @@ class LavenderConfig:
     swin_patch_size: tuple[int, int, int] = (2, 4, 4)  # patch embedding kernel (T, H, W); VIOLET's (2, 4, 4)
     swin_stem_convs: int = 0  # stride-2 3x3 convolutions before the patch projection (0 = reference layout)
     swin_drop_path: float = 0.2
+    # LF-VILA's hierarchical temporal window attention: a temporal window per Swin stage (e.g. (2, 4, 8, 16);
+    # spatial shifts only), and the local tap's bound (the input of the first stage whose window exceeds it).
+    # None: LAVENDER's Swin (swin_window in every stage).
+    swin_temporal_windows: tuple[int, ...] | None = None
+    swin_local_window: int = 8
     # Context modalities, in the order their tokens enter the fusion encoder (each a registered encoder,
     # lib.model.encoders); the text follows them.
     modalities: tuple[str, ...] = ("video",)
@@ -70,6 +75,13 @@ class LavenderConfig:
     # (ALPRO: 256) and a learnable temperature; 0 builds none (LAVENDER's layout).
     contrastive_dim: int = 0
     contrastive_temp: float = 0.07
+    # Long-form head (lib.model.long_form): clip / sentence projections of this size for LF-VILA's temporal
+    # contrastive loss (MTC; clip features from the HTWA local tap) and sentence-index embeddings for
+    # hierarchical paragraphs of up to max_sentences sentences whose first sentence_layers text layers run
+    # per sentence (0: half of the text layers); 0 builds none.
+    long_form_dim: int = 0
+    max_sentences: int = 8
+    sentence_layers: int = 0
     # Pre-text task token (emb_task row added before the text when enabled).
     enable_task_token: bool = False
     num_task_tokens: int = 10
@@ -98,6 +110,15 @@ class LavenderConfig:
         self.swin_heads = tuple(int(h) for h in self.swin_heads)
         self.swin_window = tuple(int(w) for w in self.swin_window)  # type: ignore[assignment]
         self.swin_patch_size = tuple(int(p) for p in self.swin_patch_size)  # type: ignore[assignment]
+        if self.swin_temporal_windows is not None:
+            self.swin_temporal_windows = tuple(int(t) for t in self.swin_temporal_windows)
+            n_stages = len(self.swin_depths)
+            htwa_layout(self.swin_window, n_stages, self.swin_temporal_windows, self.swin_local_window)
+        if self.long_form_dim and (self.swin_temporal_windows is None or self.max_sentences < 1):
+            raise ValueError(
+                "long_form_dim needs swin_temporal_windows (its clip features are the HTWA local tap) and "
+                "max_sentences >= 1"
+            )
         if (
             len(self.swin_depths) != len(self.swin_heads)
             or len(self.swin_window) != 3

@@ -35,6 +35,7 @@ from .bert import ATTN_MASK_TYPES, BertEncoder, FusionContext, MLMHead, fusion_m
 from .config import TASK_TOKEN_IDS, LavenderConfig
 from .contrastive import ContrastiveHead
 from .encoders import EncoderSpec, encoder_spec
+from .long_form import LongFormHead
 
 # ----------------------------------------------------------------------------------------------------
 # The model
@@ -72,6 +73,10 @@ class LavenderModel(nn.Module):
             if config.contrastive_dim
             else None
         )
+        # Long-form video (lib.model.long_form): clip / sentence projections, sentence-index embeddings.
+        self.long_form = (
+            LongFormHead(self.encoder("video").swin.local_features, config) if config.long_form_dim else None
+        )
         self.load_reports: dict[str, Any] = {}  # filled by build_from_pretrained_parts: what came from where
         self.reset_parameters()
 
@@ -106,8 +111,9 @@ class LavenderModel(nn.Module):
             for p in (self.emb_task, *self.emb_type.values()):
                 p.normal_(std=std)
             self.fc_mtm.predictions.bias.zero_()
-            if self.vtc is not None:
-                self.vtc.temp.fill_(self.config.contrastive_temp)
+            for head in (self.vtc, self.long_form):
+                if head is not None:
+                    head.temp.fill_(self.config.contrastive_temp)
 
     # -- the four steps --------------------------------------------------------------------------------
 

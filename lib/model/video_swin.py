@@ -17,6 +17,16 @@ Differences from the upstream mmaction Video Swin that matter for users:
 * Attention uses ``F.scaled_dot_product_attention`` with relative-position bias + shift mask as
   ``attn_mask``, except when training on CPU (see :meth:`WindowAttention3D.forward`);
   ``attn_impl="eager"`` keeps the explicit softmax(QK^T) path everywhere as a baseline.
+
+Hierarchical temporal window attention (HTWA, LF-VILA) is an option: ``temporal_windows`` gives each stage
+its own temporal window (e.g. ``[2, 4, 8, 16]``: short windows low, long ones high, so early stages model
+short clips and only the top sees the whole video), shifted blocks shift in space only (never in time), and
+``local_window`` taps the "local" feature map: the input of the first stage whose temporal window exceeds
+it, LayerNorm-ed (:meth:`SwinTransformer3D.forward_features`), for clip-level features. LF-VILA's released
+code computes that tap and then returns the global map in its place; here the tap is what is returned.
+``temporal_windows=None`` is the plain Video Swin, bit for bit. Each stage's bias table is sized by its
+own window, so Kinetics weights (window 8) are re-sized in time when loaded
+(:func:`lib.model.checkpoint.resize_temporal_bias`).
 """
 
 from __future__ import annotations
@@ -388,10 +398,12 @@ class SwinBlock3D(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         attn_impl: str = "sdpa",
+        shift_time: bool = True,
     ):
         super().__init__()
         self.window_size = window_size
-        self.shift_size: Triple = tuple(w // 2 for w in window_size) if shifted else (0, 0, 0)  # type: ignore[assignment]
+        shift = tuple(w // 2 for w in window_size) if shifted else (0, 0, 0)
+        self.shift_size: Triple = (shift[0] if shift_time else 0, shift[1], shift[2])
         self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention3D(dim, num_heads, window_size, attn_impl=attn_impl)
@@ -421,7 +433,8 @@ class SwinBlock3D(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """``depth`` blocks alternating regular / shifted windows, then an optional PatchMerging."""
+    """``depth`` blocks alternating regular / shifted windows (``shift_time=False``: shifted in space only),
+    then an optional PatchMerging."""
 
     def __init__(
         self,
@@ -433,10 +446,13 @@ class SwinStage(nn.Module):
         downsample: bool,
         mlp_ratio: float = 4.0,
         attn_impl: str = "sdpa",
+        shift_time: bool = True,
     ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            SwinBlock3D(dim, num_heads, window_size, i % 2 == 1, mlp_ratio, drop_paths[i], attn_impl)
+            SwinBlock3D(
+                dim, num_heads, window_size, i % 2 == 1, mlp_ratio, drop_paths[i], attn_impl, shift_time
+            )
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
@@ -451,7 +467,10 @@ class SwinStage(nn.Module):
 
 
 class SwinTransformer3D(nn.Module):
-    """Video Swin backbone: (B, 3, T, H, W) -> (B, T, H/32, W/32, embed_dim * 2**(stages-1))."""
+    """Video Swin backbone: (B, 3, T, H, W) -> (B, T, H/32, W/32, embed_dim * 2**(stages-1)).
+
+    ``temporal_windows`` (one per stage) turns on HTWA and ``local_window`` its local tap (module docstring).
+    """
 
     keeps_own_init = True  # the fusion model's BERT init leaves the Swin's own init alone
 
@@ -467,6 +486,8 @@ class SwinTransformer3D(nn.Module):
         drop_path_rate: float = 0.2,
         use_checkpoint: bool = False,
         attn_impl: str = "sdpa",
+        temporal_windows: Sequence[int] | None = None,
+        local_window: int | None = None,
     ):
         super().__init__()
         if len(depths) != len(num_heads):
@@ -474,6 +495,9 @@ class SwinTransformer3D(nn.Module):
                 f"depths {list(depths)} and num_heads {list(num_heads)} must have the same length"
             )
         self.window_size: Triple = tuple(window_size)  # type: ignore[assignment]
+        self.stage_windows, self.local_stage = htwa_layout(
+            self.window_size, len(depths), temporal_windows, local_window
+        )
         self.patch_size: Triple = tuple(patch_size)  # type: ignore[assignment]
         self.use_checkpoint = use_checkpoint
         self.num_features = embed_dim * 2 ** (len(depths) - 1)
@@ -488,17 +512,28 @@ class SwinTransformer3D(nn.Module):
                     embed_dim * 2**i,
                     depth,
                     heads,
-                    self.window_size,
+                    self.stage_windows[i],
                     rates[start : start + depth],
                     downsample=i < len(depths) - 1,
                     mlp_ratio=mlp_ratio,
                     attn_impl=attn_impl,
+                    shift_time=temporal_windows is None,
                 )
             )
         self.norm = nn.LayerNorm(self.num_features)
+        # the tap's channels: stage s takes embed_dim * 2**s (past the last stage: its output, the same)
+        self.local_features = (
+            None if self.local_stage is None else embed_dim * 2 ** min(self.local_stage, len(depths) - 1)
+        )
+        self.norm_local = nn.LayerNorm(self.local_features) if self.local_features else None
         self.apply(init_swin_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The final map (B, T, H/32, W/32, C) and the local tap (B, T, h, w, local_features), or None
+        without one. The tap is LF-VILA's "local" feature: computed by short temporal windows only."""
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"expected a clip (B, 3, T, H, W), got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
@@ -507,9 +542,33 @@ class SwinTransformer3D(nn.Module):
                 f"frame size {h}x{w} must be a multiple of {self.stride} (resize/crop the frames)"
             )
         x = self.patch_embed(x)
-        for layer in self.layers:
+        local = None
+        for i, layer in enumerate(self.layers):
+            if i == self.local_stage:
+                local = self.norm_local(x)  # type: ignore[misc]
             x = layer(x, self.use_checkpoint)
-        return self.norm(x)
+        if self.local_stage == len(self.layers):
+            local = self.norm_local(x)  # type: ignore[misc]
+        return self.norm(x), local
+
+
+def htwa_layout(
+    window: Triple, n_stages: int, temporal_windows: Sequence[int] | None, local_window: int | None
+) -> tuple[list[Triple], int | None]:
+    """Each stage's (D, H, W) window and the stage whose INPUT is the local tap (``n_stages``: the last
+    stage's output; None: no tap). Without ``temporal_windows`` every stage has ``window`` (no tap)."""
+    if temporal_windows is None:
+        if local_window is not None:
+            raise ValueError("local_window taps an HTWA Swin: give temporal_windows too")
+        return [window] * n_stages, None
+    temporal = [int(t) for t in temporal_windows]
+    if len(temporal) != n_stages or min(temporal) < 1:
+        raise ValueError(f"temporal_windows {temporal}: one positive window per stage ({n_stages} stages)")
+    windows: list[Triple] = [(t, window[1], window[2]) for t in temporal]
+    if local_window is None:
+        return windows, None
+    wider = [i for i, t in enumerate(temporal) if t > local_window]
+    return windows, wider[0] if wider else n_stages
 
 
 def init_swin_weights(module: nn.Module) -> None:

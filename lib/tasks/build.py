@@ -48,6 +48,11 @@ def model_config(cfg: Config) -> LavenderConfig:
         "video_attends_text": cfg.video_attends_text,
         "contrastive_dim": cfg.contrastive_dim,
         "contrastive_temp": cfg.contrastive_temp,
+        "swin_temporal_windows": cfg.vis_temporal_windows,
+        "swin_local_window": cfg.vis_local_window,
+        "long_form_dim": cfg.long_form_dim,
+        "max_sentences": cfg.max_sentences,
+        "sentence_layers": cfg.sentence_layers,
         "frame_size": cfg.size_img if resize_on_device(cfg) else None,
     }
     if cfg.txt_layers is not None:

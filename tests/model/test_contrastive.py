@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from gloo_ranks import run_two_ranks
 
-from lib.engine.distributed import find_free_port
 from lib.model.contrastive import ContrastiveHead, info_nce, sample_hard_negatives
 from lib.model.shortlist import dual_softmax, merge_rerank, top_k, two_stage
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def brute_info_nce(video: torch.Tensor, text: torch.Tensor, temp: float) -> torch.Tensor:
@@ -103,18 +95,7 @@ json.dump(result, open(f"{out}/rank{rank}.json", "w"))
 
 @pytest.mark.distributed
 def test_two_gloo_ranks_of_b_equal_one_rank_of_2b_in_loss_and_gradients(tmp_path):
-    script = tmp_path / "gather.py"
-    script.write_text(GATHER_SCRIPT)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(find_free_port())]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [*launcher, str(script), str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_two_ranks(GATHER_SCRIPT, tmp_path)
     zero = ranks[0]
     assert zero["loss"] == pytest.approx(zero["single_loss"], abs=1e-6)
     for name, grad in zero["single_grads"].items():

@@ -28,6 +28,8 @@ class VideoEncoder(nn.Module):
             drop_path_rate=config.swin_drop_path,
             use_checkpoint=config.use_checkpoint,
             attn_impl=config.attn_impl,
+            temporal_windows=config.swin_temporal_windows,
+            local_window=config.swin_local_window if config.swin_temporal_windows is not None else None,
         )
         self.fc = nn.Linear(config.swin_features, d) if config.swin_features != d else None
         self.emb_cls = nn.Parameter(torch.zeros(1, 1, 1, d))
@@ -48,6 +50,17 @@ class VideoEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """img (B, T, 3, H, W) normalised (or uint8 RGB: resized to ``frame_size`` and normalised here) ->
         tokens (B, T*(1+h*w), D) and mask (B, T*(1+h*w)) bool."""
+        tokens, mask, _ = self.encode_frames(img, frame_mask)
+        return tokens, mask
+
+    def encode_frames(
+        self, img: torch.Tensor, frame_mask: torch.Tensor | None = None, local: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward`'s tokens and mask, and with ``local`` the HTWA Swin's local tap mean-pooled over
+        each frame's patches, (B, T, swin.local_features): per-frame features of short temporal windows only,
+        for clip-level features (:func:`lib.model.long_form.clip_pool`)."""
+        if local and self.swin.local_stage is None:
+            raise ValueError("local frame features need an HTWA Swin (swin_temporal_windows)")
         if img.ndim != 5:
             raise ValueError(f"expected video (B, T, 3, H, W), got shape {tuple(img.shape)}")
         if img.dtype == torch.uint8:
@@ -61,7 +74,8 @@ class VideoEncoder(nn.Module):
                 f"{t} frames exceed max_size_frame={self.emb_len.shape[1]}; use fewer frames or a model "
                 "with a larger max_size_frame (lib.model.checkpoint resizes emb_len when loading into one)"
             )
-        feat = self.swin(img.transpose(1, 2))  # (B, T, h, w, C)
+        feat, local_map = self.swin.forward_features(img.transpose(1, 2))  # (B, T, h, w, C)
+        local_frames = local_map.mean(dim=(2, 3)) if local and local_map is not None else None
         h, w = feat.shape[2:4]
         if 1 + h * w > self.emb_pos.shape[2]:
             side = int((self.emb_pos.shape[2] - 1) ** 0.5)
@@ -78,4 +92,4 @@ class VideoEncoder(nn.Module):
             mask = torch.ones(b, tokens.shape[1], dtype=torch.bool, device=img.device)
         else:
             mask = frame_mask.bool().repeat_interleave(1 + h * w, dim=1)
-        return tokens, mask
+        return tokens, mask, local_frames
