@@ -300,15 +300,21 @@ class LavenderModel(nn.Module):
 
     def forward(
         self,
-        img: torch.Tensor,
+        img: torch.Tensor | Mapping[str, torch.Tensor],
         ids: torch.Tensor,
         mask: torch.Tensor,
         attn: str = "full",
         task: str | None = None,
         positions: torch.Tensor | None = None,
+        context_masks: Mapping[str, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        """Frames (B, T, 3, H, W), text ids/mask (B, L) -> MLM logits (B, L, V) or (K, V) at positions."""
-        video_feat, video_mask = self.encode_video(img)
+        """Frames (B, T, 3, H, W), text ids/mask (B, L) -> MLM logits (B, L, V) or (K, V) at positions.
+
+        ``img`` may map every modality of ``config.modalities`` to its input (``{"video": frames, "audio":
+        slices}``), with ``context_masks`` their validity (e.g. audio (B, S): False for a clip without audio).
+        """
+        inputs = img if isinstance(img, Mapping) else {"video": img}
+        video_feat, video_mask = self.encode(inputs, context_masks)
         text = self.embed_text(ids, mask, causal=attn == "seq2seq")
         return self.mlm_logits(self.fuse(video_feat, video_mask, text, mask, attn, task), positions)
 
