@@ -7,10 +7,8 @@ import json
 import os
 import random
 import tracemalloc
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -31,6 +29,7 @@ from lib.data.audio import (
 from lib.data.extract import extract_videos
 from lib.data.tsv import TSVFile
 from lib.data.tsv_check import inspect_audio_tsv
+from lib.data.video_write import write_tone_video
 
 # ------------------------------------------------------------------ references, from the definitions
 
@@ -184,37 +183,9 @@ def test_passt_front_end_matches_its_definition():
 # ------------------------------------------------------------------ extraction and the store
 
 
-def write_av(path: Path, seconds: float, rate: int = 44100, channels: int = 2, fps: int = 5) -> Path:
-    """A small video with a tone (left 440 Hz, right 880 Hz) as FLAC audio in Matroska."""
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = out.add_stream("flac", rate=rate)
-        audio.layout = "stereo" if channels == 2 else "mono"
-        for i in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i % 255, np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        n, chunk = int(seconds * rate), 4096
-        for start in range(0, n, chunk):
-            t = np.arange(start, min(n, start + chunk)) / rate
-            tones = [0.25 * np.sin(2 * np.pi * f * t) for f in (440, 880)[:channels]]
-            samples = (np.stack(tones) * 32767).astype(np.int16)
-            frame = av.AudioFrame.from_ndarray(samples, format="s16p", layout=audio.layout.name)
-            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
-    return path
-
-
-def dominant_hz(wave: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(wave))
-    return float(np.argmax(spectrum) * rate / len(wave))
+def write_av(path: Path, seconds: float, fps: int = 5) -> Path:
+    """A small video whose audio is a 440 Hz tone on the left and 880 Hz on the right (FLAC, 44.1 kHz)."""
+    return write_tone_video(path, seconds, fps=fps)
 
 
 def test_waveform_kinds_are_mono_resampled_once_and_aligned(tmp_path):
