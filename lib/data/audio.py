@@ -14,9 +14,10 @@ Three kinds, one per row family (:data:`STORE_KINDS`): ``fbank`` stores VALOR's 
 kind is decoded from the source once, downmixed to mono and resampled once to the configured rate
 (FFmpeg's resampler: what VALOR's ``ffmpeg -ac 1 -ar 22050`` ran), streamed packet by packet so a long video
 never sits decoded in memory. ``BENCHMARKS.md`` ("Audio extraction") measures size and load cost: the
-filterbank is the default because computing it at load time costs ~7 ms of CPU per second of audio, every
-epoch, where reading it stored costs almost nothing; it is half of FLAC's size. A waveform store serves
-front-ends computed at load time (FAVDBench's PaSST log-mel at 32 kHz: ``--audio flac --audio_rate 32000``).
+filterbank is the default because decoding a stored waveform and computing it at load time costs ~46 ms of
+CPU per MSR-VTT clip, every epoch, where reading it stored costs 0.2 ms; it is half of FLAC's size. A
+waveform store serves front-ends computed at load time (FAVDBench's PaSST log-mel at 32 kHz:
+``--audio flac --audio_rate 32000``).
 
 **Features**, as the seeds compute them:
 

@@ -194,7 +194,7 @@ def _check_resumable(out: OutputPaths, settings: dict[str, Any]) -> None:
         if previous_audio != settings["audio_settings"]:
             raise ValueError(
                 f"{out.audio} was extracted with audio settings {previous_audio}; this run asks for "
-                f"{settings['audio_settings']}; delete {out.audio} (and its .lineidx) to extract the audio again"
+                f"{settings['audio_settings']}; delete {out.audio} (and its .lineidx) to extract it again"
             )
     try:
         previous = json.loads(out.summary.read_text())
