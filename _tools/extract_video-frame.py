@@ -3,8 +3,10 @@
     python _tools/extract_video-frame.py --path VIDEOS_DIR_OR_LIST --sample 5 --output _datasets/img_msrvtt
 
 Writes PREFIX.tsv/.lineidx (rows: id, K base64 JPEGs), PREFIX.failed.jsonl, PREFIX.videos.jsonl and
-PREFIX.json (see lib/data/extract.py). Re-running the same command resumes. Exit status: 0 when every video
-was extracted (or already was), 1 when some failed (the others are written), 2 on a usage error or when no
+PREFIX.json (see lib/data/extract.py). With --audio also PREFIX.audio.tsv/.lineidx: each video's audio by the
+same id (lib/data/audio.py): `--audio fbank` (VALOR's filterbank), `--audio flac --audio_rate 32000`, ...
+Re-running the same command resumes. Exit status: 0 when every video was extracted (or already was), 1 when
+some failed (the others are written; a video without audio is not a failure), 2 on a usage error or when no
 video was found.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib.data.audio import STORE_KINDS, AudioSettings
 from lib.data.extract import VIDEO_SUFFIXES, extract_videos, list_videos
 from lib.data.video import JPEG_QUALITY
 
@@ -57,6 +60,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="write rows in input order (deterministic) instead of completion order",
     )
+    parser.add_argument(
+        "--audio",
+        choices=STORE_KINDS,
+        default=None,
+        help="also store each video's audio in PREFIX.audio.tsv: fbank (VALOR's filterbank, float16), "
+        "flac or aac (the mono waveform); default: no audio",
+    )
+    parser.add_argument(
+        "--audio_rate", type=positive_int, default=22050, help="resample audio once to this rate (Hz)"
+    )
+    parser.add_argument("--audio_mels", type=positive_int, default=64, help="mel bins of --audio fbank")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -64,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        audio = AudioSettings(args.audio, args.audio_rate, args.audio_mels) if args.audio else None
         if not list_videos(args.path):
             print(f"error: no videos found in {args.path}", file=sys.stderr)
             return 2
@@ -76,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             quality=args.quality,
             ordered=args.ordered,
             progress=not args.quiet,
+            audio=audio,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -85,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['outputs']['tsv']}: {summary['rows']} rows; this run: {counts['ok']} extracted, "
         f"{counts['skipped']} already done, {counts['failed']} failed, {counts['too_short']} too short"
     )
+    if "audio" in summary:
+        audio = summary["audio"]
+        print(
+            f"{summary['outputs']['audio']}: {audio['rows']} rows; this run: {audio['counts']['written']} "
+            f"written, {len(audio['no_audio'])} videos without audio"
+            + "".join(f"\n  no audio: {a['id']}: {a['reason']}" for a in audio["no_audio"])
+        )
     for failure in summary["failures"]:
         print(f"  failed: {failure['path']}: {failure['reason']}", file=sys.stderr)
     return 1 if counts["failed"] else 0

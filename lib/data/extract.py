@@ -14,9 +14,15 @@ JPEG quality 75, base64). Outputs beside ``PREFIX``:
 * ``PREFIX.json``: settings (tool version, K, frame rule, JPEG quality, size_short), counts (ok, failed,
   skipped, too_short), the too-short ids and the failures; written atomically, ``"status": "running"`` from
   the start and ``"complete"`` at the end.
+* With ``audio`` (opt-in, :class:`lib.data.audio.AudioSettings`): ``PREFIX.audio.tsv`` + ``.lineidx``, one row
+  per video keyed by the same id (:mod:`lib.data.audio`: VALOR's filterbank or the encoded mono waveform,
+  resampled once). A video without an audio track gets a row saying so and is listed under
+  ``audio.no_audio`` in ``PREFIX.json``; it is not a failure.
 
 Re-running with the same ``PREFIX`` resumes: ids already in the table (finished or in progress) are skipped,
-everything else (including earlier failures) is tried again. Resuming with other settings is refused.
+everything else (including earlier failures) is tried again. Resuming with other settings is refused. The
+audio table resumes the same way on its own: a video whose frames are stored but whose audio row is missing
+(a kill between the two rows, or ``audio`` added to an existing extraction) gets only its audio extracted.
 
 ``workers=1`` decodes in this process. With more, worker processes come from a fork server and a video that
 kills its worker (a decoder segfault) is isolated and recorded as failed while the run goes on; with one
@@ -25,7 +31,9 @@ worker such a crash ends the run, and re-running resumes up to that video.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
 import multiprocessing
 import os
@@ -40,6 +48,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lib.data.audio import AudioSettings, audio_row, audio_tsv_path, extract_audio
 from lib.data.tsv import INPROGRESS_SUFFIX, TSVWriter, split_tsv_path
 from lib.data.video import JPEG_QUALITY, VideoDecodeError, encode_jpeg, read_frames
 from lib.utils.atomic import write_bytes, write_json
@@ -96,15 +105,40 @@ class Outcome:
     flags: list[str] = field(default_factory=list)
     reason: str = ""
     columns: list[bytes] = field(default_factory=list)
+    audio_columns: list[bytes] | None = None  # the audio row, when audio was extracted
+    audio: dict[str, Any] | None = None  # its meta (kind, rate, length, or "audio": False and a reason)
 
     def journal_line(self) -> bytes:
-        record = {k: v for k, v in asdict(self).items() if k != "columns"}
+        record = {k: v for k, v in asdict(self).items() if k not in ("columns", "audio_columns")}
         return json.dumps(record).encode() + b"\n"
 
 
-def extract_one(path: str, k: int, size_short: int | None, quality: int) -> Outcome:
-    """Read and encode one video; any failure becomes an ``Outcome`` with a reason instead of an exception."""
+def _with_audio(outcome: Outcome, audio: AudioSettings) -> Outcome:
+    try:
+        meta, data = extract_audio(outcome.path, audio)
+    except Exception as e:  # noqa: BLE001 - a demuxer surprise means no audio, never a failed video
+        meta, data = (
+            {**audio.to_dict(), "audio": False, "reason": f"unexpected {type(e).__name__}: {e}"},
+            None,
+        )
+    outcome.audio = meta
+    outcome.audio_columns = audio_row(outcome.id, meta, data)
+    return outcome
+
+
+def extract_one(
+    path: str,
+    k: int,
+    size_short: int | None,
+    quality: int,
+    audio: AudioSettings | None = None,
+    frames: bool = True,
+) -> Outcome:
+    """Read and encode one video; any failure becomes an ``Outcome`` with a reason instead of an exception.
+    ``audio``: also extract its audio; ``frames=False``: only its audio (the frames are stored already)."""
     vid = video_id(Path(path))
+    if not frames:
+        return _with_audio(Outcome(vid, path, "ok"), audio) if audio else Outcome(vid, path, "ok")
     try:
         video = read_frames(path, k)
         columns = [encode_jpeg(frame, quality=quality, size_short=size_short) for frame in video.frames]
@@ -112,7 +146,8 @@ def extract_one(path: str, k: int, size_short: int | None, quality: int) -> Outc
         return Outcome(vid, path, "failed", reason=e.reason)
     except Exception as e:  # noqa: BLE001 - a decoder surprise on one file must not stop the run
         return Outcome(vid, path, "failed", reason=f"unexpected {type(e).__name__}: {e}")
-    return Outcome(vid, path, "ok", video.n_frames, video.indices, video.flags, columns=columns)
+    outcome = Outcome(vid, path, "ok", video.n_frames, video.indices, video.flags, columns=columns)
+    return _with_audio(outcome, audio) if audio else outcome
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -126,6 +161,7 @@ class OutputPaths:
     summary: Path
     failed: Path
     journal: Path
+    audio: Path
 
     @classmethod
     def of(cls, prefix: str | os.PathLike) -> OutputPaths:
@@ -138,10 +174,14 @@ class OutputPaths:
             Path(f"{stem}.json"),
             Path(f"{stem}.failed.jsonl"),
             Path(f"{stem}.videos.jsonl"),
+            audio_tsv_path(stem),
         )
 
     def has_rows(self) -> bool:
         return self.tsv.exists() or Path(str(self.tsv) + INPROGRESS_SUFFIX).exists()
+
+    def has_audio_rows(self) -> bool:
+        return self.audio.exists() or Path(str(self.audio) + INPROGRESS_SUFFIX).exists()
 
 
 def _check_resumable(out: OutputPaths, settings: dict[str, Any]) -> None:
@@ -149,6 +189,13 @@ def _check_resumable(out: OutputPaths, settings: dict[str, Any]) -> None:
     if not out.has_rows():
         return
     fix = f"delete {out.prefix}.* or choose another output prefix"
+    if settings.get("audio_settings") and out.has_audio_rows():
+        previous_audio = _previous_summary(out).get("audio_settings")
+        if previous_audio != settings["audio_settings"]:
+            raise ValueError(
+                f"{out.audio} was extracted with audio settings {previous_audio}; this run asks for "
+                f"{settings['audio_settings']}; delete {out.audio} (and its .lineidx) to extract it again"
+            )
     try:
         previous = json.loads(out.summary.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -163,6 +210,13 @@ def _check_resumable(out: OutputPaths, settings: dict[str, Any]) -> None:
             f"{out.tsv} was extracted with {was}; this run asks for "
             f"{', '.join(f'{key}={settings[key]!r}' for key in differ)}; {fix}"
         )
+
+
+def _previous_summary(out: OutputPaths) -> dict[str, Any]:
+    try:
+        return json.loads(out.summary.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def _read_journal(path: Path) -> dict[str, dict]:
@@ -253,12 +307,13 @@ def extract_videos(
     quality: int = JPEG_QUALITY,
     ordered: bool = False,
     progress: bool = True,
+    audio: AudioSettings | None = None,
 ) -> dict[str, Any]:
     """Extract ``k`` frames from every video of ``paths`` (see :func:`list_videos`) into ``output_prefix``.
 
     ``workers`` processes decode in parallel; rows are written as videos finish, in input order when
-    ``ordered`` (deterministic), else in completion order. Returns the summary also written to
-    ``PREFIX.json``.
+    ``ordered`` (deterministic), else in completion order. ``audio``: also write ``PREFIX.audio.tsv`` (off by
+    default). Returns the summary also written to ``PREFIX.json``.
     """
     if k < 1:
         raise ValueError(f"k (frames per video) must be >= 1, got {k}")
@@ -279,19 +334,35 @@ def extract_videos(
         "layout": "id \\t base64 JPEG x K",
         "workers": workers,
     }
+    if audio is not None:
+        settings["audio_settings"] = audio.to_dict()
     _check_resumable(out, settings)
     videos = list_videos(paths)
     resuming = out.has_rows()
     journal = _read_journal(out.journal) if resuming else {}
+    if audio is None and out.has_audio_rows():  # an earlier run's audio table stays described
+        previous_audio = _previous_summary(out).get("audio_settings")
+        if previous_audio:
+            settings["audio_settings"] = previous_audio
     out.tsv.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.summary, {**settings, "status": "running"}, indent=1)
 
     failures: list[dict[str, str]] = []
     too_short: list[str] = []
     counts = {"inputs": len(videos), "ok": 0, "failed": 0, "skipped": 0, "too_short": 0}
-    with TSVWriter(out.tsv, resume=resuming) as writer, open(out.journal, "ab" if resuming else "wb") as log:
+    audio_counts = {"written": 0, "without_audio": 0, "skipped": 0}
+    no_audio: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(TSVWriter(out.tsv, resume=resuming))
+        log = stack.enter_context(open(out.journal, "ab" if resuming else "wb"))
+        audio_writer = (
+            stack.enter_context(TSVWriter(out.audio, resume=resuming and out.has_audio_rows()))
+            if audio is not None
+            else None
+        )
         done = writer.keys_written()
-        jobs, first_path = [], {}
+        audio_done = audio_writer.keys_written() if audio_writer is not None else set()
+        jobs, audio_jobs, first_path = [], [], {}
         for path in videos:
             vid = video_id(path)
             if vid in first_path:
@@ -304,25 +375,57 @@ def extract_videos(
                 counts["skipped"] += 1
                 if "too_short" in journal.get(vid, {}).get("flags", []):
                     too_short.append(vid)
+                if audio is not None and vid not in audio_done:
+                    audio_jobs.append(str(path))  # frames stored, audio row missing: audio only
+                elif audio is not None:
+                    audio_counts["skipped"] += 1
+                    previous = journal.get(vid, {}).get("audio") or {}
+                    if previous.get("audio") is False:
+                        no_audio[vid] = previous.get("reason", "")
             else:
                 jobs.append(str(path))
-        worker = functools.partial(extract_one, k=k, size_short=size_short, quality=quality)
-        bar = tqdm(total=len(jobs), disable=not progress, unit="video", desc=f"extract {out.tsv.name}")
-        for outcome in _outcomes(jobs, worker, workers, ordered):
+        worker = functools.partial(extract_one, k=k, size_short=size_short, quality=quality, audio=audio)
+        audio_worker = functools.partial(worker, frames=False)
+        outcomes = itertools.chain(
+            _outcomes(jobs, worker, workers, ordered), _outcomes(audio_jobs, audio_worker, workers, ordered)
+        )
+        bar = tqdm(
+            total=len(jobs) + len(audio_jobs),
+            disable=not progress,
+            unit="video",
+            desc=f"extract {out.tsv.name}",
+        )
+        for outcome in outcomes:
             if outcome.status == "ok":
-                writer.write([outcome.id, *outcome.columns])
-                writer.flush()
-                counts["ok"] += 1
-                if "too_short" in outcome.flags:
-                    too_short.append(outcome.id)
+                if outcome.columns:
+                    writer.write([outcome.id, *outcome.columns])
+                    writer.flush()
+                    counts["ok"] += 1
+                    if "too_short" in outcome.flags:
+                        too_short.append(outcome.id)
+                if audio_writer is not None and outcome.audio_columns is not None:
+                    audio_writer.write(outcome.audio_columns)
+                    audio_writer.flush()
+                    audio_counts["written"] += 1
+                    if outcome.audio and outcome.audio.get("audio") is False:
+                        audio_counts["without_audio"] += 1
+                        no_audio[outcome.id] = outcome.audio.get("reason", "")
             else:
                 failures.append({"path": outcome.path, "id": outcome.id, "reason": outcome.reason})
-            log.write(outcome.journal_line())
+            if outcome.status == "ok" and not outcome.columns:  # audio only: keep the frames' record
+                record = {
+                    **journal.get(outcome.id, {"id": outcome.id, "path": outcome.path}),
+                    "audio": outcome.audio,
+                }
+                log.write(json.dumps(record).encode() + b"\n")
+            else:
+                log.write(outcome.journal_line())
             log.flush()
             bar.update()
             bar.set_postfix(failed=len(failures), refresh=False)
         bar.close()
         rows = len(writer)
+        audio_rows = len(audio_writer) if audio_writer is not None else None
 
     counts["failed"] = len(failures)
     counts["too_short"] = len(too_short)
@@ -337,5 +440,12 @@ def extract_videos(
         "outputs": {name: str(getattr(out, name)) for name in ("tsv", "lineidx", "failed", "journal")},
         "seconds": round(time.time() - started, 3),
     }
+    if audio is not None:
+        summary["outputs"]["audio"] = str(out.audio)
+        summary["audio"] = {
+            "rows": audio_rows,
+            "counts": audio_counts,
+            "no_audio": [{"id": vid, "reason": no_audio[vid]} for vid in sorted(no_audio)],
+        }
     write_json(out.summary, summary, indent=1)
     return summary

@@ -181,3 +181,111 @@ def _compare_offsets(report: TSVReport, indexed: np.ndarray, true: np.ndarray) -
         report.problems.append(
             f"{report.lineidx} does not match the TSV; delete it (readers rebuild it) or rebuild it now"
         )
+
+
+# ---------------------------------------------------------------------------------------- audio rows
+
+
+@dataclass
+class AudioTSVReport:
+    """What :func:`inspect_audio_tsv` found in an audio sidecar (``PREFIX.audio.tsv``, lib.data.audio)."""
+
+    path: str
+    lineidx: str | None
+    rows: int = 0
+    unique_ids: int = 0
+    with_audio: int = 0
+    without_audio: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    decoded: int = 0
+    missing_ids: list[str] = field(default_factory=list)  # frame-table ids without an audio row
+    bad_offsets: list[str] = field(default_factory=list)
+    duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "ok": self.ok}
+
+    def to_text(self) -> str:
+        lines = [
+            f"audio file:      {self.path}",
+            f"lineidx:         {self.lineidx or 'none (readers build one)'}",
+            f"rows:            {self.rows} ({self.with_audio} with audio, {self.without_audio} without)",
+            f"unique ids:      {self.unique_ids} ({len(self.duplicate_ids)} duplicated)",
+            f"kinds:           {self.kinds or '-'}",
+            f"audio seconds:   {self.seconds:.1f}",
+            f"decoded rows:    {self.decoded}",
+        ]
+        lines += [f"  bad offset: {b}" for b in self.bad_offsets]
+        lines.append("problems:        " + ("none" if self.ok else str(len(self.problems))))
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def inspect_audio_tsv(
+    path: str | os.PathLike,
+    decode: bool = False,
+    lineidx: str | os.PathLike | None = None,
+    frame_tsv: str | os.PathLike | None = None,
+) -> AudioTSVReport:
+    """Read every row of an audio TSV: meta JSON, base64 data, its size against the meta (``decode``: decode
+    every waveform too), duplicates, the index; with ``frame_tsv``, every id of the frame table must have an
+    audio row (a kill between a video's two rows leaves it without one until the extraction resumes)."""
+    from lib.data.audio import AudioFormatError, decode_fbank, decode_waveform, parse_audio_row
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio TSV file not found: {path}")
+    if lineidx is None:
+        default = split_tsv_path(path)[1]
+        lineidx = next((p for p in (default, eight_byte_lineidx(default)) if p.is_file()), None)
+    report = AudioTSVReport(str(path), str(lineidx) if lineidx else None)
+    starts: list[int] = []
+    seen: dict[str, list[int]] = {}
+    offset = 0
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            starts.append(offset)
+            offset += len(line)
+            row = line.rstrip(b"\r\n").split(b"\t")
+            try:
+                key, meta, data = parse_audio_row(row)
+                seen.setdefault(key, []).append(i)
+                report.kinds[meta["kind"]] = report.kinds.get(meta["kind"], 0) + 1
+                if data is None:
+                    report.without_audio += 1
+                    continue
+                report.with_audio += 1
+                report.seconds += float(meta.get("seconds", 0.0))
+                if meta["kind"] == "fbank":
+                    decode_fbank(meta, data)  # checks the size against the meta
+                    report.decoded += 1
+                elif decode:
+                    decode_waveform(meta, data)
+                    report.decoded += 1
+            except (AudioFormatError, KeyError, TypeError, ValueError) as e:
+                seen.setdefault(row[0].decode("utf-8", "replace"), []).append(i)
+                if len(report.problems) < _MAX_LISTED:
+                    report.problems.append(f"row {i}: {e}")
+    report.rows = len(starts)
+    report.unique_ids = len(seen)
+    report.duplicate_ids = {k: v for k, v in seen.items() if len(v) > 1}
+    for key, rows in list(report.duplicate_ids.items())[:_MAX_LISTED]:
+        report.problems.append(f"id {key!r} appears in rows {rows}")
+    if lineidx is not None:
+        _compare_offsets(report, read_lineidx(lineidx), np.array(starts, dtype=np.int64))  # type: ignore[arg-type]
+    if frame_tsv is not None:
+        with TSVFile(frame_tsv) as frames:
+            missing = sorted(set(frames.keys()) - set(seen))
+        report.missing_ids = missing[:_MAX_LISTED]
+        if missing:
+            report.problems.append(
+                f"{len(missing)} ids of {frame_tsv} have no audio row (e.g. {missing[:3]}); "
+                "re-run the extraction with the same --audio to add them"
+            )
+    return report

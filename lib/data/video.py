@@ -48,10 +48,9 @@ reference ignored it.
 **Too short** (fewer decoded frames than K): the same index formula is used, so indices repeat (a 1-frame
 video yields K copies of its only frame) and ``flags`` holds ``"too_short"``.
 
-**Audio** (not implemented): ``VideoFrames`` would gain an ``audio`` field (mono float32 samples with their
-rate, decoded from ``container.streams.audio[0]`` over ``times[0]..times[-1]`` or the whole clip), and the
-extractor would write it next to the frame table as ``PREFIX.audio.tsv`` (``id \\t base64 audio``) keyed by
-the same video id, so the frame table keeps the reference layout.
+**Audio** is read by :mod:`lib.data.audio` in a pass of its own over the audio stream (the extractor's
+``audio`` option writes it next to the frame table as ``PREFIX.audio.tsv``, keyed by the same video id), so
+the frame table keeps the reference layout.
 """
 
 from __future__ import annotations

@@ -77,3 +77,47 @@ def write_video(
 
     return write_atomic_path(path, encode)
 
+
+def write_tone_video(
+    path: str | os.PathLike,
+    seconds: float,
+    fps: int = 5,
+    size: tuple[int, int] = (48, 64),
+    rate: int = 44100,
+    tones: tuple[float, ...] = (440.0, 880.0),
+    amplitude: float = 0.25,
+) -> Path:
+    """A Matroska video with an audio track: grey frames (their level counts up) and one sine tone per audio
+    channel (``tones``: 440 Hz left, 880 Hz right by default), FLAC, streamed in 1 s pieces (any length)."""
+    height, width = size
+    layout = {1: "mono", 2: "stereo"}[len(tones)]
+
+    def encode(tmp: Path) -> None:
+        with av.open(str(tmp), "w", format="matroska") as out:
+            video = out.add_stream("mpeg4", rate=fps)
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            audio = out.add_stream("flac", rate=rate)
+            audio.layout = layout
+            for i in range(int(seconds * fps)):
+                frame = av.VideoFrame.from_ndarray(
+                    np.full((height, width, 3), i % 255, np.uint8), format="rgb24"
+                )
+                frame.pts = i
+                for packet in video.encode(frame):
+                    out.mux(packet)
+            for packet in video.encode():
+                out.mux(packet)
+            n = int(seconds * rate)
+            for start in range(0, n, rate):
+                t = np.arange(start, min(n, start + rate)) / rate
+                waves = np.stack([amplitude * np.sin(2 * np.pi * f * t) for f in tones])
+                frame = av.AudioFrame.from_ndarray(
+                    (waves * 32767).astype(np.int16), format="s16p", layout=layout
+                )
+                frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+                for packet in audio.encode(frame):
+                    out.mux(packet)
+            for packet in audio.encode():
+                out.mux(packet)
+
+    return write_atomic_path(path, encode)

@@ -1,6 +1,7 @@
 """BERT building blocks with Hugging Face parameter names and our own forward (SDPA): embeddings, layers, the
-encoder (with a once-per-video prefix path, :class:`FusionContext`), the MLM head, and the boolean attention
-masks they use. Shared by the text encoder (``lib.model.encoders.text``) and the fusion encoder
+encoder (with a once-per-video prefix path, :class:`FusionContext`, and a key/value cache of a growing text
+prefix for decoding, :class:`TextCache`), the MLM head, and the boolean attention masks they use. Shared by
+the text encoder (``lib.model.encoders.text``) and the fusion encoder
 (:class:`lib.model.lavender.LavenderModel`)."""
 
 from __future__ import annotations
@@ -85,16 +86,17 @@ class BertEmbeddings(nn.Module):
         ids: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        position_offset: int = 0,
     ) -> torch.Tensor:
-        """``position_ids`` (B, L): each token's position (default 0..L-1; sentences of a packed paragraph
-        restart at 0, ``lib.model.long_form``)."""
-        length = ids.shape[1]
+        """``ids`` (B, L) at positions ``position_offset .. position_offset + L - 1`` (a decoding step with
+        a key/value cache), or at ``position_ids`` (B, L) (sentences of a packed paragraph restart at 0,
+        ``lib.model.long_form``)."""
         if position_ids is None:
-            if length > self.position_ids.shape[1]:
-                raise ValueError(
-                    f"text length {length} exceeds max_position_embeddings={self.position_ids.shape[1]}"
-                )
-            position_ids = self.position_ids[:, :length]
+            end = position_offset + ids.shape[1]
+            if end > self.position_ids.shape[1]:
+                limit = self.position_ids.shape[1]
+                raise ValueError(f"text length {end} exceeds max_position_embeddings={limit}")
+            position_ids = self.position_ids[:, position_offset:end]
         x = self.word_embeddings(ids) + self.position_embeddings(position_ids)
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]
@@ -219,6 +221,58 @@ class BertLayer(nn.Module):
         text = self.attention.output(attention.attend(q, keys, values, mask), text)
         return self.output(self.intermediate(text), text)
 
+    def forward_cached(
+        self, text: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The layer on ``text`` (B, q, D), the next q text rows under a prefix mask: their keys and values
+        are written into this layer's cache ``keys`` / ``values`` (B, heads, capacity, d) at ``start``, and
+        they attend to the cache up to themselves. mask (B, 1, q, start + q)."""
+        attention = self.attention.self
+        q, k, v = attention.project(text)
+        end = start + text.shape[1]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        text = self.attention.output(attention.attend(q, keys[:, :, :end], values[:, :, :end], mask), text)
+        return self.output(self.intermediate(text), text)
+
+
+@dataclass
+class TextCache:
+    """Keys and values of a growing text prefix for step-by-step decoding under the "seq2seq" mask, where a
+    text position attends to the context and to earlier text only, so its keys and values never change once
+    computed: per fusion layer one buffer (rows, heads, Nc + capacity, d) holding each row's context keys
+    (copied once from a :class:`FusionContext`) followed by the cached text positions."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    context_mask: torch.Tensor  # (rows, Nc) bool, True = a valid context token
+    length: int = 0  # text positions cached (the next ones are written after them)
+
+    @property
+    def context_len(self) -> int:
+        return self.context_mask.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2] - self.context_len if self.keys else 0
+
+    def __len__(self) -> int:
+        return self.context_mask.shape[0]
+
+    def select(self, rows: torch.Tensor) -> TextCache:
+        """A cache of ``rows`` only (e.g. the rows still decoding): copies everything those rows hold."""
+        keys = [k.index_select(0, rows) for k in self.keys]
+        values = [v.index_select(0, rows) for v in self.values]
+        return TextCache(keys, values, self.context_mask.index_select(0, rows), self.length)
+
+    def reorder_text(self, rows: torch.Tensor) -> None:
+        """Row i's text positions become those of row ``rows[i]`` (beam search: each beam takes its parent's
+        prefix), in place. Only valid between rows with the same context (the beams of one video), which
+        therefore stays where it is: only the text part is copied."""
+        text = slice(self.context_len, self.context_len + self.length)
+        for buffer in (*self.keys, *self.values):
+            buffer[:, :, text] = buffer[rows, :, text]
+
 
 @dataclass
 class FusionContext:
@@ -272,6 +326,41 @@ class BertEncoder(nn.Module):
         :meth:`BertLayer.forward_text`)."""
         for layer, keys, values in zip(self.layer, context.keys, context.values):
             text = self._run(layer.forward_text, text, keys, values, index, mask)
+        return text
+
+    def start_text_cache(self, context: FusionContext, index: torch.Tensor, capacity: int) -> TextCache:
+        """An empty :class:`TextCache` of ``len(index)`` rows, row i on context ``index[i]``, with room for
+        ``capacity`` text positions."""
+        n_ctx, n = context.mask.shape[1], len(index)
+        keys, values = [], []
+        for k, v in zip(context.keys, context.values):
+            shape = (n, k.shape[1], n_ctx + capacity, k.shape[3])
+            keys.append(k.new_empty(shape))
+            values.append(v.new_empty(shape))
+            keys[-1][:, :, :n_ctx] = k.index_select(0, index)
+            values[-1][:, :, :n_ctx] = v.index_select(0, index)
+        return TextCache(keys, values, context.mask.index_select(0, index))
+
+    def forward_cached(self, text: torch.Tensor, cache: TextCache, keep: int) -> torch.Tensor:
+        """The next q text positions (B, q, D) of every cached row through every layer, each attending to its
+        context, the cached text and the new positions at or before it; the first ``keep`` of them stay in
+        the cache (the rest, e.g. a trailing [MASK], are overwritten by the next call)."""
+        n, q = text.shape[:2]
+        if cache.length + q > cache.capacity:
+            raise ValueError(f"text cache of {cache.capacity} positions cannot take {cache.length} + {q}")
+        start = cache.context_len + cache.length
+        causal = torch.ones(q, q, dtype=torch.bool, device=text.device).tril()
+        mask = torch.cat(
+            [
+                cache.context_mask[:, None, :].expand(n, q, -1),
+                causal.new_ones(n, q, cache.length),
+                causal.expand(n, q, q),
+            ],
+            dim=2,
+        )[:, None]
+        for layer, keys, values in zip(self.layer, cache.keys, cache.values):
+            text = layer.forward_cached(text, keys, values, start, mask)
+        cache.length += keep
         return text
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ class LavenderConfig:
     # Context modalities, in the order their tokens enter the fusion encoder (each a registered encoder,
     # lib.model.encoders); the text follows them.
     modalities: tuple[str, ...] = ("video",)
+    # Options of a context modality's encoder, owned and checked by that encoder (e.g. {"audio": {"depth":
+    # 12}}, lib.model.encoders.audio.AudioEncoderConfig); video keeps its LAVENDER fields below.
+    encoder_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Visual token geometry: frames and (H/32)x(W/32) patches supported by emb_len / emb_pos.
     max_size_frame: int = 6
     max_size_patch: int = 14
@@ -106,6 +109,10 @@ class LavenderConfig:
         distinct = len(set(self.modalities)) == len(self.modalities)
         if not self.modalities or "text" in self.modalities or not distinct:
             raise ValueError(f"modalities: distinct context modalities, not text; got {self.modalities}")
+        if not isinstance(self.encoder_options, dict) or not all(
+            isinstance(v, dict) for v in self.encoder_options.values()
+        ):
+            raise ValueError(f"encoder_options: {{modality: {{option: value}}}}; got {self.encoder_options}")
         self.swin_depths = tuple(int(d) for d in self.swin_depths)
         self.swin_heads = tuple(int(h) for h in self.swin_heads)
         self.swin_window = tuple(int(w) for w in self.swin_window)  # type: ignore[assignment]

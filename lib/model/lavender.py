@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bert import ATTN_MASK_TYPES, BertEncoder, FusionContext, MLMHead, fusion_mask, text_self_mask
+from .bert import ATTN_MASK_TYPES, BertEncoder, FusionContext, MLMHead, TextCache, fusion_mask, text_self_mask
 from .config import TASK_TOKEN_IDS, LavenderConfig
 from .contrastive import ContrastiveHead
 from .encoders import EncoderSpec, encoder_spec
@@ -220,6 +220,26 @@ class LavenderModel(nn.Module):
         allowed = fusion_mask(context.mask.index_select(0, video_index), text_mask.bool(), mode)
         return self.trsfr.forward_text(text_emb, context, video_index, allowed[..., -n_text:, :])
 
+    # -- decoding with a key/value cache of the text prefix (lib.tasks.decode) ----------------------------
+
+    def supports_text_cache(self) -> bool:
+        """Whether decoding can cache the text prefix (:meth:`start_text_cache`): the text enters the fusion
+        as embeddings only. Text-only layers (``txt_backbone_embed_only`` false) keep the recomputing path."""
+        return self.config.text_layers == 0
+
+    def start_text_cache(self, context: FusionContext, video_index: torch.Tensor, capacity: int) -> TextCache:
+        """An empty cache for ``len(video_index)`` texts decoded on the videos of ``context`` (row i on video
+        ``video_index[i]``), ``capacity`` text positions long."""
+        if not self.supports_text_cache():
+            raise ValueError("a model with text-only layers cannot cache its text prefix")
+        return self.trsfr.start_text_cache(context, video_index.to(context.device), capacity)
+
+    def fuse_cached(self, ids: torch.Tensor, cache: TextCache, keep: int) -> torch.Tensor:
+        """The fused states (B, q, D) of the next q text tokens ``ids`` of every cached row under the
+        "seq2seq" mask, as :meth:`fuse` gives them for the whole text; the first ``keep`` stay cached."""
+        text = getattr(self, self.text_key).embed_at(ids, cache.length)
+        return self.trsfr.forward_cached(text, cache, keep)
+
     # -- the dual-encoder path (lib.model.contrastive) ----------------------------------------------------
 
     def _contrastive_head(self) -> ContrastiveHead:
@@ -286,15 +306,21 @@ class LavenderModel(nn.Module):
 
     def forward(
         self,
-        img: torch.Tensor,
+        img: torch.Tensor | Mapping[str, torch.Tensor],
         ids: torch.Tensor,
         mask: torch.Tensor,
         attn: str = "full",
         task: str | None = None,
         positions: torch.Tensor | None = None,
+        context_masks: Mapping[str, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        """Frames (B, T, 3, H, W), text ids/mask (B, L) -> MLM logits (B, L, V) or (K, V) at positions."""
-        video_feat, video_mask = self.encode_video(img)
+        """Frames (B, T, 3, H, W), text ids/mask (B, L) -> MLM logits (B, L, V) or (K, V) at positions.
+
+        ``img`` may map every modality of ``config.modalities`` to its input (``{"video": frames, "audio":
+        slices}``), with ``context_masks`` their validity (e.g. audio (B, S): False for a clip without audio).
+        """
+        inputs = img if isinstance(img, Mapping) else {"video": img}
+        video_feat, video_mask = self.encode(inputs, context_masks)
         text = self.embed_text(ids, mask, causal=attn == "seq2seq")
         return self.mlm_logits(self.fuse(video_feat, video_mask, text, mask, attn, task), positions)
 
@@ -311,6 +337,7 @@ __all__ = [
     "FusionContext",
     "LavenderConfig",
     "LavenderModel",
+    "TextCache",
     "fusion_mask",
     "text_self_mask",
     "true_false_score",

@@ -5,12 +5,18 @@ and reads the next word from the MLM logits at the ``[MASK]``; a caption ends at
 ``max_gen_length`` words (reference §1.9). The video is encoded ONCE per batch by the caller
 (:func:`caption_videos` does it); its tokens are reused for every step and every beam.
 
-Recomputation. Under the "seq2seq" mask video tokens attend only to video, so their fused states (every
-layer's keys and values, :class:`lib.model.bert.FusionContext`) are computed once per batch and shared
-by every step and every beam. Each step re-runs the text positions of the whole prefix: a text position
-attends only to the video and to earlier text positions, so the prefix's states do not depend on what
-follows and this recomputation is exact. A key/value cache of the text prefix would give the same numbers
-for a fraction of the cost (one new position per step): a possible later optimisation.
+Caching. Under the "seq2seq" mask video tokens attend only to video, so their fused states (every layer's
+keys and values, :class:`lib.model.bert.FusionContext`) are computed once per batch and shared by every
+step and every beam. A text position attends only to the video and to earlier text positions, so the
+prefix's keys and values do not depend on what follows either: with ``cache=True`` (the default) they are
+kept per fusion layer (:class:`lib.model.bert.TextCache`) and each step runs two new positions (the word
+chosen last and the ``[MASK]`` after it) instead of the whole prefix, which makes a caption of n tokens cost
+O(n) positions instead of O(n^2). Greedy search drops a row from the cache when it finishes; beam search
+copies each surviving beam's prefix from its parent and drops a video once all its beams have finished.
+``cache=False`` re-runs the whole prefix at every step (the same captions; ``bench/decode_cache.py``
+compares the two), and so does a model whose text passes through text-only layers before the fusion
+(``txt_backbone_embed_only`` false: those layers are not cached) or any model without
+``supports_text_cache``.
 
 Scores. A hypothesis of ``n`` generated tokens (its ``[SEP]`` included when it has one) with summed
 log-probability ``S`` scores ``S / n ** length_penalty``; the default ``length_penalty = 1`` is the mean
@@ -71,6 +77,26 @@ def n_decode_steps(max_gen_length: int, size_txt: int | None) -> int:
     return max_gen_length if size_txt is None else max(0, min(max_gen_length, size_txt - 1))
 
 
+def _can_cache(model) -> bool:
+    supports = getattr(model, "supports_text_cache", None)
+    return callable(supports) and bool(supports())
+
+
+def _allowed_log_probs(tok, logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax over the vocabulary with ``[CLS]``, ``[PAD]`` and ``[MASK]`` set to -inf afterwards."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    log_probs[:, [tok.cls_token_id, tok.pad_token_id, tok.mask_token_id]] = float("-inf")
+    return log_probs
+
+
+def _cached_step(model, tok, cache, new_ids: torch.Tensor) -> torch.Tensor:
+    """(rows, V) log-probabilities of the next word of every cached row, given its ``new_ids`` (rows, q):
+    the tokens not cached yet; a ``[MASK]`` follows them and is read."""
+    masks = torch.full_like(new_ids[:, :1], tok.mask_token_id)
+    hidden = model.fuse_cached(torch.cat([new_ids, masks], dim=1), cache, keep=new_ids.shape[1])
+    return _allowed_log_probs(tok, model.mlm_logits(hidden[:, -1]))
+
+
 def next_token_log_probs(
     model,
     tok,
@@ -82,12 +108,9 @@ def next_token_log_probs(
     """(N, V) log-probabilities of the word after ``prefix`` (N, t), row i given video ``video_index[i]``
     (default: video i): video tokens and mask, or their :class:`FusionContext`."""
     layout = layouts.caption_step(tok, prefix, prefix.shape[1] + 1)
-    log_probs = torch.log_softmax(
-        logits_at(model, video_feat, video_mask, layout, layout.mask_pos, video_index).float(), dim=-1
+    return _allowed_log_probs(
+        tok, logits_at(model, video_feat, video_mask, layout, layout.mask_pos, video_index)
     )
-    banned = [tok.cls_token_id, tok.pad_token_id, tok.mask_token_id]
-    log_probs[:, banned] = float("-inf")
-    return log_probs
 
 
 def greedy(
@@ -98,6 +121,7 @@ def greedy(
     max_gen_length: int = 20,
     size_txt: int | None = None,
     length_penalty: float = 1.0,
+    cache: bool = True,
 ) -> list[Caption]:
     """The most probable word at every step, for a batch of encoded videos (B, Nv, D) / (B, Nv)."""
     n, device = video_feat.shape[0], video_feat.device
@@ -107,11 +131,23 @@ def greedy(
     log_prob = torch.zeros(n, dtype=torch.float32, device=device)
     length = torch.zeros(n, dtype=torch.long, device=device)
     alive = torch.ones(n, dtype=torch.bool, device=device)
+    cached = (
+        model.start_text_cache(video, torch.arange(n, device=device), steps + 1)
+        if cache and _can_cache(model)
+        else None
+    )
+    cached_rows = torch.arange(n, device=device)  # the row of each cache row (the live ones, in order)
     for _ in range(steps):
         rows = alive.nonzero().squeeze(1)
         if len(rows) == 0:
             break
-        step_lp = next_token_log_probs(model, tok, video, None, prefix[rows], rows)
+        if cached is None:
+            step_lp = next_token_log_probs(model, tok, video, None, prefix[rows], rows)
+        else:
+            if len(rows) < len(cached_rows):  # rows finished last step: drop them from the cache
+                cached = cached.select(torch.searchsorted(cached_rows, rows))
+                cached_rows = rows
+            step_lp = _cached_step(model, tok, cached, prefix[rows, cached.length :])
         best_lp, best = step_lp.max(dim=-1)
         token = torch.full((n,), tok.pad_token_id, dtype=torch.long, device=device)
         token[rows] = best
@@ -140,6 +176,7 @@ def beam_search(
     max_gen_length: int = 20,
     size_txt: int | None = None,
     length_penalty: float = 1.0,
+    cache: bool = True,
 ) -> list[Caption]:
     """Length-normalised beam search (see the module docstring), batched over videos × beams."""
     if beam_size < 1:
@@ -154,13 +191,27 @@ def beam_search(
     length = torch.zeros((b, k), dtype=torch.long, device=device)
     finished = torch.zeros((b, k), dtype=torch.bool, device=device)
     cls = layouts.caption_start(tok, b * k).to(device)
+    cached = model.start_text_cache(video, beam_video, steps + 1) if cache and _can_cache(model) else None
+    active = torch.arange(b, device=device)  # videos in the cache (k rows each), while any beam is live
+    beams = torch.arange(k, device=device)
     for step in range(steps):
         alive = ~finished & torch.isfinite(log_prob)
         rows = alive.view(-1).nonzero().squeeze(1)
         if len(rows) == 0:
             break
-        prefix = torch.cat([cls[rows], tokens.view(b * k, steps)[rows, :step]], dim=1)
-        step_lp = next_token_log_probs(model, tok, video, None, prefix, beam_video[rows])
+        if cached is None:
+            prefix = torch.cat([cls[rows], tokens.view(b * k, steps)[rows, :step]], dim=1)
+            step_lp = next_token_log_probs(model, tok, video, None, prefix, beam_video[rows])
+        else:
+            live_video = alive.any(dim=1)
+            if not live_video[active].all():  # a video's beams have all finished: drop it from the cache
+                keep = live_video[active].nonzero().squeeze(1)
+                cached = cached.select((keep[:, None] * k + beams).view(-1))
+                active = active[keep]
+            cache_rows = (active[:, None] * k + beams).view(-1)  # rows b*K + j in cache order
+            new = cls[cache_rows] if step == 0 else tokens.view(b * k, steps)[cache_rows, step - 1 : step]
+            live = alive.view(-1)[cache_rows]
+            step_lp = _cached_step(model, tok, cached, new)[live]  # the same rows, in the same order
         vocab = step_lp.shape[1]
         extended = torch.full((b * k, vocab), float("-inf"), device=device)
         extended[rows] = log_prob.view(-1)[rows, None] + step_lp
@@ -178,6 +229,10 @@ def beam_search(
         )
         length = torch.where(is_kept, length.gather(1, parent), step + 1)
         finished = is_kept | (word == tok.sep_token_id)
+        if cached is not None:  # each beam continues its parent's prefix
+            cached.reorder_text(
+                (torch.arange(len(active), device=device)[:, None] * k + parent[active]).view(-1)
+            )
     score = length_normalised(log_prob, length, length_penalty)
     best = score.argmax(dim=1)
     out = []
@@ -203,12 +258,14 @@ def generate(
     max_gen_length: int = 20,
     size_txt: int | None = None,
     length_penalty: float = 1.0,
+    cache: bool = True,
 ) -> list[Caption]:
-    """Captions for encoded videos: greedy search for ``beam_size == 1``, else beam search."""
+    """Captions for encoded videos: greedy search for ``beam_size == 1``, else beam search. ``cache``: keep
+    the text prefix's keys and values (see the module docstring); False re-runs the prefix every step."""
     if beam_size == 1:
-        return greedy(model, tok, video_feat, video_mask, max_gen_length, size_txt, length_penalty)
+        return greedy(model, tok, video_feat, video_mask, max_gen_length, size_txt, length_penalty, cache)
     return beam_search(
-        model, tok, video_feat, video_mask, beam_size, max_gen_length, size_txt, length_penalty
+        model, tok, video_feat, video_mask, beam_size, max_gen_length, size_txt, length_penalty, cache
     )
 
 

@@ -14,11 +14,13 @@ import torch
 from quick_training import freeze_for_speed
 
 from lib.engine.config import load_config
+from lib.model.config import LavenderConfig
+from lib.model.lavender import LavenderModel
 from lib.model.mlm import masked_token_loss
 from lib.tasks.build import build_model
 from lib.tasks.caption import CaptionTask
 from lib.tasks.common import clip_dataset
-from lib.tasks.decode import Caption, beam_search, caption_videos, greedy, n_decode_steps
+from lib.tasks.decode import Caption, beam_search, caption_videos, generate, greedy, n_decode_steps
 
 WORDS = ("red", "blue", "green")
 
@@ -252,3 +254,76 @@ def test_an_overfit_model_decodes_its_training_captions(overfit_captioner, token
     for b, g in zip(by_beam3, by_greedy):
         assert b.score >= g.score - 1e-6
         assert isinstance(b, Caption) and b.finished
+
+
+# ---------------------------------------------------------------------------------- the key/value cache
+
+
+def random_captioner(tokenizer, sep_bias: float = 30.0, **kw) -> LavenderModel:
+    """A random tiny model whose captions depend on the video (fusion weights larger than BERT's init),
+    whose next-word logits are spread wide (no near-ties for float noise to flip) and whose [SEP] logit is
+    a constant that beats the best word now and then, so captions end at many different lengths."""
+    torch.manual_seed(0)
+    config = LavenderConfig(
+        swin_size="custom",
+        swin_embed_dim=8,
+        swin_depths=(1, 1),
+        swin_heads=(1, 1),
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=128,
+        vocab_size=2000,  # the tokenizer's special ids are below 2000; the words need not be real
+        max_position_embeddings=64,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        **kw,
+    )
+    model = LavenderModel(config).eval()
+    with torch.no_grad():
+        for weight in (p for p in model.trsfr.parameters() if p.dim() == 2):
+            weight.normal_(std=0.15)
+        model.fc_mtm.predictions.decoder.weight.normal_(std=1.0)
+        model.fc_mtm.predictions.decoder.weight[tokenizer.sep_token_id] = 0.0
+        model.fc_mtm.predictions.bias[tokenizer.sep_token_id] = sep_bias
+    return model
+
+
+def random_video(n: int, tokens: int = 12, hidden: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    feat = torch.randn(n, tokens, hidden, generator=g)
+    mask = torch.ones(n, tokens, dtype=torch.bool)
+    mask[1, tokens // 2 :] = False  # a shorter clip
+    return feat, mask
+
+
+@pytest.mark.parametrize("task_token", [False, True])
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_the_cache_gives_the_captions_of_recomputation(tokenizer, beam_size, task_token):
+    model = random_captioner(tokenizer, enable_task_token=task_token)
+    feat, mask = random_video(6)
+    ended_at = set()
+    for max_len in (1, 4, 30):
+        with torch.no_grad():
+            cached = generate(model, tokenizer, feat, mask, beam_size, max_len, size_txt=48, cache=True)
+            recomputed = generate(model, tokenizer, feat, mask, beam_size, max_len, size_txt=48, cache=False)
+        assert [c.ids for c in cached] == [c.ids for c in recomputed]
+        assert [c.finished for c in cached] == [c.finished for c in recomputed]
+        assert [c.score for c in cached] == pytest.approx([c.score for c in recomputed], abs=1e-5)
+        assert [c.log_prob for c in cached] == pytest.approx([c.log_prob for c in recomputed], abs=1e-4)
+        ended_at |= {len(c.ids) for c in cached if c.finished}
+        assert len({c.ids for c in cached}) > 1  # the captions depend on the video
+    assert len(ended_at) >= 2, f"captions should end at several lengths, got {sorted(ended_at)}"
+
+
+def test_models_with_text_layers_keep_the_recomputing_path(tokenizer):
+    model = random_captioner(tokenizer, txt_backbone_embed_only=False, num_text_layers=1)
+    assert not model.supports_text_cache()
+    feat, mask = random_video(2)
+    with torch.no_grad():
+        fused = model.fusion_context(feat, mask, task="cap")
+        with pytest.raises(ValueError, match="text-only layers"):
+            model.start_text_cache(fused, torch.arange(2), 4)
+        cached = greedy(model, tokenizer, feat, mask, max_gen_length=6, cache=True)
+        recomputed = greedy(model, tokenizer, feat, mask, max_gen_length=6, cache=False)
+    assert cached == recomputed

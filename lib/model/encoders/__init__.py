@@ -12,7 +12,8 @@ An encoder turns one modality's input into tokens for the ONE fusion encoder. Ea
   type embedding, so video registers without one and the reference key layout stays exact; a new modality
   (audio) registers with one, so the fusion encoder can tell its tokens from video's.
 
-A model's context modalities, in the order their tokens enter the fusion, are ``LavenderConfig.modalities``.
+A model's context modalities, in the order their tokens enter the fusion, are ``LavenderConfig.modalities``;
+an encoder's own options are ``LavenderConfig.encoder_options[modality]`` (a dict the encoder checks).
 A new encoder is one new module calling :func:`register_encoder`; built-in ones are listed in
 :data:`BUILTIN` and imported on first use.
 """
@@ -30,6 +31,7 @@ ROLES = ("context", "text")
 BUILTIN: dict[str, str] = {
     "video": "lib.model.encoders.video",
     "text": "lib.model.encoders.text",
+    "audio": "lib.model.encoders.audio",
 }
 """Modality -> module that registers its encoder (imported lazily, on first lookup)."""
 

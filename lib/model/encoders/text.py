@@ -28,3 +28,10 @@ class TextEncoder(nn.Module):
         if mask is None:
             mask = torch.ones_like(ids, dtype=torch.bool)
         return self.txt_trsfr(x, text_self_mask(mask.bool(), causal))
+
+    def embed_at(self, ids: torch.Tensor, position_offset: int) -> torch.Tensor:
+        """Embeddings of ``ids`` (B, q) at positions ``position_offset..``: the next tokens of a text whose
+        earlier ones were embedded before (decoding with a cache); only without text-only layers."""
+        if self.txt_trsfr is not None:
+            raise ValueError("text-only layers see the whole text: embed it with forward() instead")
+        return self.emb_txt(ids, position_offset=position_offset)
