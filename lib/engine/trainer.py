@@ -67,6 +67,7 @@ from lib.engine.logging import RunLogger
 from lib.engine.optim import build_optimizer, build_scheduler
 from lib.engine.precision import autocast, resolve_precision
 from lib.utils.atomic import write_atomic
+from lib.utils.files import UnreadableFileError
 
 StepFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 EvaluateFn = Callable[[nn.Module, int], Mapping[str, float]]
@@ -193,6 +194,15 @@ class Trainer:
             resume_step=state["global_step"] if state and self.training else None,
             append=not self.training,
         )
+        if cfg.resume is True and resume_dir is None:
+            self.log.warning(
+                f"--resume true: nothing to resume, {checkpoint_root(self.path_output)} holds no checkpoint; "
+                + (
+                    "starting a NEW run from the beginning"
+                    if self.training
+                    else "evaluating the initial weights"
+                )
+            )
         if self.dist.is_main:
             cfg.save(self.path_output)
 
@@ -262,7 +272,11 @@ class Trainer:
     # ---- state
 
     def _read_state(self, folder: Path) -> dict[str, Any]:
-        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        path = folder / "trainer_state.pt"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch's message does not name the file
+            raise UnreadableFileError(f"--resume: {path} cannot be loaded: {e}") from e
         if self.use_deepspeed and state.get("deepspeed"):
             DS.verify_checkpoint(folder)  # before DeepSpeed opens anything there
         return state
