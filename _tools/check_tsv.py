@@ -1,5 +1,7 @@
-"""Check a frame TSV: rows, unique/duplicate ids, frames per row, bad .lineidx offsets and (with --decode)
-frames that do not decode. Prints a report (JSON with --json). Writes nothing.
+"""Check a frame TSV: rows, duplicate ids (readers use the first), rows with fewer frames than most rows (a
+TSV cut between frames), a missing final newline (a file cut short), bad .lineidx offsets and (with --decode)
+frames that do not decode or that libjpeg reports as corrupt ("Corrupt JPEG data: ..."). Prints a report
+(JSON with --json). Writes nothing.
 
 Exit status: 0 = no problem, 1 = problems found (each named with its row), 2 = the file cannot be read.
 
