@@ -79,9 +79,7 @@ def test_check_tsv_flags_short_rows_duplicates_a_missing_newline_and_corrupt_jpe
     assert "the last row (row 5) has no final newline" in problems
     assert report["frames_undecodable"] == 1
     (bad,) = report["undecodable_frames"]
-    assert bad.startswith(
-        f"row 5 (id {ids[5]!r}) column 3: JPEG data is corrupt (libjpeg: Corrupt JPEG"
-    )
+    assert bad.startswith(f"row 5 (id {ids[5]!r}) column 3: JPEG data is corrupt (libjpeg: Corrupt JPEG")
     code, report = check(path)  # without --decode: the structure alone
     assert code == 1 and report["frames_undecodable"] == 0 and len(report["problems"]) == 3
 
