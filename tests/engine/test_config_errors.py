@@ -13,6 +13,7 @@ import torch
 
 from lib.engine.config import KEYS, SCHEMA, Config, ConfigError, load_config
 from lib.engine.trainer import Trainer, TrainStream
+from lib.utils.files import UnreadableFileError
 
 REPO = Path(__file__).resolve().parents[2]
 MAINS = sorted(REPO.glob("main_*.py"))
@@ -115,3 +116,15 @@ def test_resume_true_with_nothing_to_resume_says_so(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match=r"--resume .*empty: not a checkpoint folder"):
         (tmp_path / "empty").mkdir()
         Trainer(cfg.override({"resume": str(tmp_path / "empty")}), torch.nn.Linear(1, 1), stream)
+
+
+def test_a_damaged_trainer_state_is_an_error_naming_it(tmp_path):
+    folder = tmp_path / "received"
+    folder.mkdir()
+    (folder / "trainer_state.pt").write_bytes(b"PK\x03\x04 cut short")
+    cfg = Config({"path_output": str(tmp_path / "run"), "resume": str(folder), "tensorboard": False})
+    stream = TrainStream("s", Items(), torch.stack, 2, lambda model, batch: {"loss": model(batch).sum()})
+    with pytest.raises(
+        UnreadableFileError, match=rf"--resume: {folder / 'trainer_state.pt'} cannot be loaded"
+    ):
+        Trainer(cfg, torch.nn.Linear(1, 1), stream)
