@@ -265,7 +265,7 @@ BOUNDS: dict[str, Bounds] = {
     "size_test": AT_LEAST_0, "size_option": AT_LEAST_1, "temp": ABOVE_0, "size_part": AT_LEAST_1,
     "p_mask": UNIT, "max_gen_length": AT_LEAST_1, "vtm_negatives": AT_LEAST_0,
     "eval_pair_batch": AT_LEAST_1, "contrastive_dim": AT_LEAST_0, "contrastive_temp": ABOVE_0,
-    "vtc_weight": AT_LEAST_0, "pem_n_entities": AT_LEAST_1, "pem_threshold": UNIT,
+    "vtc_weight": AT_LEAST_0, "pem_n_entities": AT_LEAST_1, "pem_threshold": AT_LEAST_0,
     "pem_region": Bounds(0, 1, low_open=True), "rerank_k": AT_LEAST_1, "beam_size": AT_LEAST_1,
     "txt_layers": AT_LEAST_1, "vis_embed_dim": AT_LEAST_1, "vis_depths": AT_LEAST_1,
     "vis_heads": AT_LEAST_1, "vis_window": AT_LEAST_1, "vis_patch_size": AT_LEAST_1,
