@@ -73,6 +73,11 @@ class _LibjpegWarnings:
     anything else written meanwhile (another thread's output) is passed on to the real stderr."""
 
     def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):  # a child forked mid-decode must not inherit a held lock
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
         self._pid = -1
@@ -87,7 +92,10 @@ class _LibjpegWarnings:
         with self._lock:
             capture = self._capture_file()
             sys.stderr.flush()
-            saved = os.dup(2)
+            try:
+                saved = os.dup(2)
+            except OSError:  # no stderr at all: nothing to listen to
+                return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB), ""
             os.dup2(capture.fileno(), 2)
             try:
                 image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB)
