@@ -6,6 +6,7 @@ Every checkpoint here is a real one written by the project (``save_model_dir``) 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -22,7 +23,14 @@ from lib.utils.files import UnreadableFileError
 
 @pytest.fixture(scope="module")
 def model_args(tiny_model_argv, tmp_path_factory) -> list[str]:
-    extra = ["--contrastive_dim", "8", "--fusion_encoder_rand_init", "true"]  # a head to leave out; fast
+    """The tiny model with a contrastive head (to leave out) and a 16-wide, 120-word fusion encoder of its
+    own (randomly initialised from a config.json alone: each model builds in milliseconds)."""
+    bert = tmp_path_factory.mktemp("bert")
+    (bert / "config.json").write_text(json.dumps({
+        "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+        "vocab_size": 120, "max_position_embeddings": 64, "type_vocab_size": 2, "hidden_act": "gelu",
+    }))  # fmt: skip
+    extra = ["--contrastive_dim", "8", "--fusion_encoder", str(bert), "--fusion_encoder_rand_init", "true"]
     return [*tiny_model_argv(tmp_path_factory.mktemp("tiny")), *extra]
 
 
