@@ -1,10 +1,13 @@
 """Entry point: multi-task (see README). Run directly or under torchrun:
 
 python main_multi_task_mlm.py --config _args/<config>.json [--key value ...]
+python main_multi_task_mlm.py --help   # every flag and config key
 torchrun --nproc_per_node N main_multi_task_mlm.py --config _args/<config>.json
 """
 
-from lib.tasks.run import run
+import sys
+
+from lib.tasks.cli import main
 
 if __name__ == "__main__":
-    run("multi-task")
+    sys.exit(main("multi-task"))

@@ -1,10 +1,13 @@
 """Entry point: pretrain (see README). Run directly or under torchrun:
 
 python main_pretrain_mlm.py --config _args/<config>.json [--key value ...]
+python main_pretrain_mlm.py --help   # every flag and config key
 torchrun --nproc_per_node N main_pretrain_mlm.py --config _args/<config>.json
 """
 
-from lib.tasks.run import run
+import sys
+
+from lib.tasks.cli import main
 
 if __name__ == "__main__":
-    run("pretrain")
+    sys.exit(main("pretrain"))

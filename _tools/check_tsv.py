@@ -1,5 +1,7 @@
-"""Check a frame TSV: rows, unique/duplicate ids, frames per row, bad .lineidx offsets and (with --decode)
-frames that do not decode. Prints a report (JSON with --json). Writes nothing.
+"""Check a frame TSV: rows, duplicate ids (readers use the first), rows with fewer frames than most rows (a
+TSV cut between frames), a missing final newline (a file cut short), bad .lineidx offsets and (with --decode)
+frames that do not decode or that libjpeg reports as corrupt ("Corrupt JPEG data: ..."). Prints a report
+(JSON with --json). Writes nothing.
 
 An audio sidecar (X.audio.tsv, from the extractor's --audio) is checked too: given X.tsv, its X.audio.tsv when
 it exists (every frame id must have an audio row); given X.audio.tsv, that file alone (meta, data sizes,

@@ -3,6 +3,7 @@ first frame of every row as a sanity check (a bad row stops the tool and is name
 
     python _tools/make_id2lineidx_pkl.py --tsv _datasets/img_msrvtt.tsv
     (writes _datasets/img_msrvtt.id2lineidx.pkl; a missing .lineidx is built first)
+    python _tools/make_id2lineidx_pkl.py --input_file X.tsv --output_file X.id2lineidx.pkl   # the reference's
 """
 
 import argparse
@@ -19,8 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tsv", required=True, help="the frame TSV (X.tsv)")
-    parser.add_argument("--output", help="output pickle (default: X.id2lineidx.pkl beside X.tsv)")
+    parser.add_argument("--tsv", "--input_file", required=True, help="the frame TSV (X.tsv)")
+    parser.add_argument(
+        "--output", "--output_file", help="output pickle (default: X.id2lineidx.pkl beside X.tsv)"
+    )
     parser.add_argument("--no_check", action="store_true", help="skip decoding each row's first frame")
     args = parser.parse_args(argv)
     output = Path(args.output) if args.output else id2lineidx_path(args.tsv)

@@ -40,7 +40,6 @@ head serves all) with default settings, with a :class:`LavenderWarning` saying t
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import warnings
@@ -72,6 +71,7 @@ from lib.tasks.checkpoint_folder import (
 from lib.tasks.common import Predictor
 from lib.tasks.qa_open import TOP_K
 from lib.tasks.registry import canonical_name, get_task
+from lib.utils.files import read_json
 
 FAST_GALLERY = 64
 """Galleries larger than this are ranked two-stage by default when the model has a contrastive head."""
@@ -223,7 +223,7 @@ class Lavender:
             ref_path = Path(ref)
             if not ref_path.is_file():
                 raise FileNotFoundError(f"reference_args file not found: {ref_path}")
-            ref = json.loads(ref_path.read_text())
+            ref = read_json(ref_path, "reference args JSON")
         model = load_weights(path, ref)
         if path.is_dir():
             settings, source = read_settings(path, ref)

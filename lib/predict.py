@@ -11,9 +11,9 @@
 
 Inputs: video files, folders (their videos, sorted by name) and frame TSVs (``.tsv``: each row is a video
 named by its id). A video file goes through the frame extractor's own code, so it gives what its TSV row
-gives. A file that cannot be read is named on stderr and written as ``{"video", "error"}`` in its place;
-the others go on. Exit status: 0 when at least one video was processed, 1 when none could be (or the
-checkpoint cannot be loaded), 2 for bad arguments.
+gives. A file that cannot be read (or a TSV row, or a TSV whose index is out of date) is named on stderr
+and written as ``{"video", "error"}`` in its place; the others go on. Exit status: 0 when at least one video
+was processed, 1 when none could be (or the checkpoint cannot be loaded), 2 for bad arguments.
 
 Output, one line per video (per text for retrieve):
 
@@ -157,7 +157,12 @@ def expand_inputs(inputs: Iterable[str]) -> Iterator[Item]:
             yield from map(str, videos)
         elif path.suffix == ".tsv" and path.is_file():
             with TSVFile(path) as rows:
-                for i in range(len(rows)):
+                try:
+                    n_rows = len(rows)  # loads and checks the .lineidx
+                except (TSVError, OSError) as e:  # a stale index: this input fails, the others go on
+                    yield {"video": str(path), "error": str(e)}
+                    continue
+                for i in range(n_rows):
                     key = f"{path}:{i}"
                     try:
                         key = rows.key(i)

@@ -29,6 +29,19 @@ def minilm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_argv(minilm_dir):
+    """``tiny_model_argv(out)``: config arguments of a tiny model (1 MiniLM fusion layer, a custom 8-dim
+    Swin, 32 px, 2 frames) with its data and outputs under ``out``."""
+    return lambda out: [
+        "--data_dir", str(out), "--dataset", "none",
+        "--txt_backbone", str(minilm_dir), "--fusion_encoder", str(minilm_dir), "--fusion_layers", "1",
+        "--vis_backbone_size", "custom", "--vis_embed_dim", "8", "--vis_depths", "[1, 1, 1, 1]",
+        "--vis_heads", "[1, 1, 1, 1]", "--vis_backbone_init", "random", "--kinetics", "-1",
+        "--size_img", "32", "--size_frame", "2", "--path_output", str(out / "run"),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def tokenizer(minilm_dir):
     from transformers import BertTokenizerFast
 

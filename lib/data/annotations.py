@@ -42,6 +42,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 import numpy as np
 
+from lib.data.tsv import TSVFile, load_id2lineidx
 from lib.utils.atomic import write_json
 
 logger = logging.getLogger(__name__)
@@ -537,13 +538,16 @@ _FAMILY_FILE = re.compile(r"^txt_(?P<family>[^-]+)-.+\.json$")
 
 @dataclass
 class FileLeakReport:
-    """What the leak filter removed from the train split of one file."""
+    """What the leak filter removed from the train split of one file: items of val/test videos
+    (``removed_ids``) and items whose video has no frames (``no_frames_ids``, ``n_no_frames`` items)."""
 
     file: str
     output: str
     train_before: int
     train_after: int
     removed_ids: list[str]
+    no_frames_ids: list[str] = field(default_factory=list)
+    n_no_frames: int = 0
 
 
 @dataclass
@@ -553,16 +557,23 @@ class LeakReport:
     dataset: str
     n_eval_ids: int
     files: list[FileLeakReport]
+    frames: str = "not checked"  # where the ids with frames came from (the reference: img_D.id2lineidx.pkl)
 
     @property
     def n_removed(self) -> int:
         return sum(f.train_before - f.train_after for f in self.files)
+
+    @property
+    def n_no_frames(self) -> int:
+        return sum(f.n_no_frames for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "n_eval_ids": self.n_eval_ids,
             "n_removed_items": self.n_removed,
+            "n_no_frames_items": self.n_no_frames,
+            "frames": self.frames,
             "files": [vars(f) for f in self.files],
         }
 
@@ -594,10 +605,52 @@ def _without_videos(value: Any, videos: list[str], drop: AbstractSet[str]) -> An
     return [item for item, video in zip(value, videos) if video not in drop]
 
 
-def filter_test_leaks(data_dir: str | os.PathLike, dataset: str, output_dir: str | os.PathLike) -> LeakReport:
+CAPTION_FOLDERS = {"msrvtt": "MSRVTT-v2", "msvd": "MSVD"}
+"""SwinBERT's captioning folder of a family: videos of its ``{val,test}.caption_coco_format.json`` are eval
+videos."""
+
+
+def videos_with_frames(data_dir: str | os.PathLike, dataset: str) -> tuple[set[str] | None, str]:
+    """The ids of the family's videos that have frames, and where they came from: the keys of
+    ``img_{dataset}.id2lineidx.pkl`` (what the reference read), else column 0 of ``img_{dataset}.tsv`` (id
+    stems, as the map keys them), else None (nothing to check against)."""
+    pkl, tsv = Path(data_dir) / f"img_{dataset}.id2lineidx.pkl", Path(data_dir) / f"img_{dataset}.tsv"
+    if pkl.is_file():
+        return set(load_id2lineidx(pkl)), str(pkl)
+    if tsv.is_file():
+        with TSVFile(tsv) as table:
+            keys = table.keys()
+        return {Path(key).stem for key in keys}, str(tsv)
+    return None, f"not checked (neither {pkl.name} nor {tsv.name} in {data_dir})"
+
+
+def caption_eval_videos(data_dir: str | os.PathLike, dataset: str) -> set[str]:
+    """Video ids (``Path(image_id).stem``) of the family's SwinBERT val/test caption references, if any."""
+    folder = Path(data_dir) / CAPTION_FOLDERS.get(dataset, "")
+    videos: set[str] = set()
+    for split in EVAL_SPLITS if dataset in CAPTION_FOLDERS else ():
+        path = folder / f"{split}.caption_coco_format.json"
+        if path.is_file():
+            for index, item in enumerate(read_json_object(path).get("annotations", [])):
+                if not isinstance(item, dict) or "image_id" not in item:
+                    raise AnnotationError(path, "an annotation without image_id", "annotations", index)
+                videos.add(Path(str(item["image_id"])).stem)
+    return videos
+
+
+def filter_test_leaks(
+    data_dir: str | os.PathLike,
+    dataset: str,
+    output_dir: str | os.PathLike,
+    check_frames: bool = True,
+) -> LeakReport:
     """Copy every ``txt_{dataset}-*.json`` with the family's val/test videos removed from the train splits.
 
-    The originals are never modified; ``output_dir`` must differ from ``data_dir``.
+    Eval videos: those of the val/test splits of every ``txt_{dataset}-*.json`` and of SwinBERT's caption
+    references (:func:`caption_eval_videos`). With ``check_frames``, train items whose video has no frames
+    (:func:`videos_with_frames`, when the family has a frame table) are removed too and counted apart, as
+    the reference's filter kept only ids of ``img_{dataset}.id2lineidx.pkl``. The originals are never
+    modified; ``output_dir`` must differ from ``data_dir``.
     """
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     if output_dir.resolve() == data_dir.resolve():
@@ -610,26 +663,29 @@ def filter_test_leaks(data_dir: str | os.PathLike, dataset: str, output_dir: str
         raise FileNotFoundError(f"no annotation files txt_{dataset}-*.json in {data_dir}")
     contents = {path: read_json_object(path) for path in paths}
 
-    eval_ids: set[str] = set()
+    eval_ids: set[str] = caption_eval_videos(data_dir, dataset)
     for path, obj in contents.items():
         for split in EVAL_SPLITS:
             if split in obj:
                 eval_ids.update(_split_videos(path, split, obj[split]))
+    framed, frames_source = videos_with_frames(data_dir, dataset) if check_frames else (None, "not checked")
 
     output_dir.mkdir(parents=True, exist_ok=True)
     reports = []
     for path, obj in contents.items():
         filtered = dict(obj)
-        before = after = 0
-        removed: list[str] = []
+        report = FileLeakReport(str(path), "", 0, 0, [])
         if "train" in obj:
             videos = _split_videos(path, "train", obj["train"])
-            filtered["train"] = _without_videos(obj["train"], videos, eval_ids)
-            before, after = len(obj["train"]), len(filtered["train"])
-            removed = sorted({video for video in videos if video in eval_ids})
-        output = write_json_atomic(output_dir / path.name, filtered)
-        reports.append(FileLeakReport(str(path), str(output), before, after, removed))
-    return LeakReport(dataset, len(eval_ids), reports)
+            frameless = {v for v in videos if v not in eval_ids and framed is not None and v not in framed}
+            filtered["train"] = _without_videos(obj["train"], videos, eval_ids | frameless)
+            report.train_before, report.train_after = len(obj["train"]), len(filtered["train"])
+            report.removed_ids = sorted({video for video in videos if video in eval_ids})
+            report.no_frames_ids = sorted(frameless)
+            report.n_no_frames = sum(video in frameless for video in videos)
+        report.output = str(write_json_atomic(output_dir / path.name, filtered))
+        reports.append(report)
+    return LeakReport(dataset, len(eval_ids), reports, frames_source)
 
 
 # ------------------------------------------------------------------------------ paragraphs (long-form video)

@@ -4,21 +4,63 @@ Every task family reads the same way: an annotation record (see :mod:`lib.data.a
 the video's stored frames come from a TSV row (``{data_dir}/img_{dataset}.tsv``); the clip tensor is built
 by :func:`lib.data.frames.load_clip`. Datasets return raw text (captions, questions, options); turning text
 into token ids is the task's collate function (``lib.tasks``), because that is where the model's layouts live.
+
+A stored video that cannot make a clip is a :class:`BadClipError` naming the TSV file, the row and the
+frame: a row with fewer frames than the table's rows have (a TSV cut between frames; the count comes from
+the extractor's summary beside the table, else from rows sampled across it), a frame that is not valid
+base64 or not a complete, intact JPEG (libjpeg's "Corrupt JPEG data" warnings included). A training
+:class:`ClipDataset` with ``on_bad_item="skip"`` skips such an item instead (the next item takes its place),
+logs it and counts it in :attr:`ClipDataset.n_skipped`, shared by its DataLoader workers.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import multiprocessing
 import os
 import random
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from lib.data.frames import ClipTransform, load_clip, resize_clip
 from lib.data.tsv import MultiTSV, TSVFile, frame_columns, load_id2lineidx
+
+logger = logging.getLogger(__name__)
+
+N_SAMPLED_ROWS = 9  # rows read to learn a table's frame count when no extractor summary says it
+MAX_SKIPPED_IN_A_ROW = 32  # on_bad_item skip: bad items tried in a row before giving up
+
+
+class BadClipError(ValueError):
+    """A stored video cannot make a clip; the message names the TSV file, the row and the frame."""
+
+
+def expected_frame_count(tsv: TSVFile, frame_col: int | None = None) -> int | None:
+    """Frames per row of a table: ``k`` of the extractor's summary ``X.json`` beside ``X.tsv``, else the
+    most common count among rows sampled evenly across the file (None for an empty table)."""
+    summary = tsv.path.with_suffix(".json")
+    if summary.is_file():
+        try:
+            made = json.loads(summary.read_text())
+            if isinstance(made, dict) and made.get("tool") == "lib.data.extract":
+                return int(made["k"])
+        except (ValueError, KeyError, TypeError):
+            pass  # not the extractor's summary: sample rows instead
+    n = len(tsv)
+    if n == 0:
+        return None
+    counts = Counter(
+        len(frame_columns(tsv.row(int(i)), frame_col))
+        for i in np.unique(np.linspace(0, n - 1, min(n, N_SAMPLED_ROWS)).astype(np.int64))
+    )
+    return max(counts, key=lambda k: (counts[k], k))
 
 
 class VideoStore:
@@ -45,6 +87,7 @@ class VideoStore:
         self._offsets = load_id2lineidx(id2lineidx) if id2lineidx is not None else None
         if self._offsets is not None and not isinstance(self.tsv, TSVFile):
             raise ValueError("an id2lineidx map belongs to a single TSV, not to several shards")
+        self._expected: dict[Path, int | None] = {}
 
     def __len__(self) -> int:
         return len(self.tsv)
@@ -53,29 +96,53 @@ class VideoStore:
         """Every video id in the store."""
         return set(self._offsets) if self._offsets is not None else set(self.tsv.keys())
 
-    def row(self, video_id: str) -> list[bytes]:
-        """Every column of ``video_id``'s row (KeyError naming the store if absent)."""
+    def locate(self, video_id: str) -> tuple[TSVFile, int]:
+        """The TSV file holding ``video_id`` and its row there (KeyError naming the store if absent)."""
         if self._offsets is not None:
             if video_id not in self._offsets:
                 raise KeyError(f"video {video_id!r} not in the id2lineidx map of {self.paths[0]}")
-            return self.tsv.row_at_offset(self._offsets[video_id])  # type: ignore[union-attr]
-        return self.tsv.row(self.tsv.index_of(video_id))
+            return self.tsv, self.tsv.index_of_offset(self._offsets[video_id])  # type: ignore[union-attr]
+        if isinstance(self.tsv, MultiTSV):
+            k, row = self.tsv.locate(self.tsv.index_of(video_id))
+            return self.tsv.files[k], row
+        return self.tsv, self.tsv.index_of(video_id)
+
+    def expected_frames(self, tsv: TSVFile) -> int | None:
+        """Frames per row of one of the store's tables (:func:`expected_frame_count`, once per process)."""
+        if tsv.path not in self._expected:
+            self._expected[tsv.path] = expected_frame_count(tsv, self.frame_col)
+        return self._expected[tsv.path]
+
+    def row(self, video_id: str) -> list[bytes]:
+        """Every column of ``video_id``'s row (KeyError naming the store if absent)."""
+        tsv, row = self.locate(video_id)
+        return tsv.row(row)
 
     def frames(self, video_id: str) -> list[bytes]:
-        """The stored base64 JPEG frames of ``video_id`` (KeyError naming the store if absent)."""
-        frames = frame_columns(self.row(video_id), self.frame_col)
-        if not frames:
-            raise ValueError(f"video {video_id!r} in {self.paths}: the row has no frame columns")
+        """The stored base64 JPEG frames of ``video_id`` (KeyError naming the store if absent;
+        :class:`BadClipError` for a row with no frames or fewer than the table's rows have)."""
+        tsv, row = self.locate(video_id)
+        frames = frame_columns(tsv.row(row), self.frame_col)
+        expected = self.expected_frames(tsv)
+        if not frames or (expected is not None and len(frames) < expected):
+            raise BadClipError(
+                f"{tsv.path} row {row} (video {video_id!r}): {len(frames)} frames where the table's rows "
+                f"have {expected} (a row cut between frames?); re-extract the video, or find every such row "
+                f"with `python _tools/check_tsv.py {tsv.path}`"
+            )
         return frames
 
     def clip(
         self, video_id: str, size_frame: int, transform: ClipTransform, rng: random.Random | None = None
     ) -> torch.Tensor:
-        """(T, 3, H, W) clip of ``video_id``, frames sampled as the reference (train: random start)."""
+        """(T, 3, H, W) clip of ``video_id``, frames sampled as the reference (train: random start);
+        :class:`BadClipError` naming file, row and frame when the stored frames cannot make one."""
+        frames = self.frames(video_id)
         try:
-            return load_clip(self.frames(video_id), size_frame, transform, transform.train, rng)
+            return load_clip(frames, size_frame, transform, transform.train, rng)
         except ValueError as e:
-            raise ValueError(f"video {video_id!r} in {self.paths}: {e}") from None
+            tsv, row = self.locate(video_id)
+            raise BadClipError(f"{tsv.path} row {row} (video {video_id!r}): {e}") from None
 
 
 class ClipDataset(Dataset):
@@ -87,6 +154,10 @@ class ClipDataset(Dataset):
     item ``i`` is a slot, with ``"records"`` (its records) instead of ``"record"``; every record is in exactly
     one slot, so an epoch over the slots still covers every record once while each clip is decoded (and
     encoded by the model) once per slot.
+
+    ``on_bad_item="skip"`` (training): an item whose stored video cannot make a clip (:class:`BadClipError`)
+    is logged, counted in :attr:`n_skipped` (one counter shared by the DataLoader workers) and replaced by the
+    next good item; ``"raise"`` (the default, and always at evaluation) lets the error through.
     """
 
     def __init__(
@@ -97,9 +168,14 @@ class ClipDataset(Dataset):
         transform: ClipTransform,
         videos_only: bool = False,
         items_per_video: int = 1,
+        on_bad_item: str = "raise",
     ):
         if items_per_video < 1:
             raise ValueError(f"items_per_video must be >= 1, got {items_per_video}")
+        if on_bad_item not in ("raise", "skip"):
+            raise ValueError(f"on_bad_item must be 'raise' or 'skip', got {on_bad_item!r}")
+        self.on_bad_item = on_bad_item
+        self._skipped = multiprocessing.Value("q", 0) if on_bad_item == "skip" else None
         self.store = store
         self.records = records
         self.size_frame = size_frame
@@ -123,7 +199,27 @@ class ClipDataset(Dataset):
             return len(self.videos)
         return len(self.slots) if self.slots is not None else len(self.records)
 
+    @property
+    def n_skipped(self) -> int:
+        """Bad items skipped so far, by this process and its DataLoader workers (``on_bad_item="skip"``)."""
+        return int(self._skipped.value) if self._skipped is not None else 0
+
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._skipped is None:
+            return self._item(i)
+        for attempt in range(min(MAX_SKIPPED_IN_A_ROW, len(self))):
+            try:
+                return self._item((i + attempt) % len(self))
+            except BadClipError as e:
+                with self._skipped.get_lock():
+                    self._skipped.value += 1
+                logger.warning("on_bad_item skip: skipped a training item: %s", e)
+        raise BadClipError(
+            f"{MAX_SKIPPED_IN_A_ROW} bad items in a row from item {i} of {self.store.paths}; check the frame "
+            "tables with _tools/check_tsv.py --decode"
+        )
+
+    def _item(self, i: int) -> dict[str, Any]:
         if self.slots is not None:
             video_id, rows = self.slots[i]
             clip = self.store.clip(video_id, self.size_frame, self.transform)

@@ -8,7 +8,10 @@ JPEG quality 75, base64). Outputs beside ``PREFIX``:
   id = file stem), streamed through :class:`lib.data.tsv.TSVWriter` as videos finish, so a kill loses at most
   the rows in flight and never leaves a torn row; the final names appear when the run completes.
 * ``PREFIX.failed.jsonl``: one ``{"path", "id", "reason"}`` per video of this run that could not be read
-  (corrupt, truncated, zero bytes, not a video, audio only, duplicate id). A failure never stops the run.
+  (corrupt, truncated, zero bytes, not a video, audio only, duplicate id, a file name that cannot be a TSV
+  id: one with a tab or a line break, or not UTF-8), and per entry of the input folder with a video suffix
+  that is not a video file (a folder named ``x.mp4``, a dangling symlink, a symlink loop). A failure never
+  stops the run; re-running tries the failed inputs again.
 * ``PREFIX.videos.jsonl``: an append-only journal, one line per processed video (``id, path, status,
   n_frames, indices, flags, reason``), so too-short flags and frame counts survive a kill.
 * ``PREFIX.json``: settings (tool version, K, frame rule, JPEG quality, size_short), counts (ok, failed,
@@ -26,17 +29,23 @@ audio table resumes the same way on its own: a video whose frames are stored but
 
 ``workers=1`` decodes in this process. With more, worker processes come from a fork server and a video that
 kills its worker (a decoder segfault) is isolated and recorded as failed while the run goes on; with one
-worker such a crash ends the run, and re-running resumes up to that video.
+worker such a crash ends the run, and re-running resumes up to that video. Worker processes end with the
+extractor, even when it is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import functools
 import itertools
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -85,9 +94,46 @@ def list_videos(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     raise FileNotFoundError(f"{source}: no such folder or list file")
 
 
+def unusable_entries(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, str]]:
+    """Entries of a source folder that have a video suffix but are not video files, each ``{"path", "id",
+    "reason"}``: folders, dangling symlinks, symlink loops, other non-regular files (a list file or a
+    sequence of paths: none; their missing files fail when read)."""
+    if not isinstance(source, (str, os.PathLike)) or not Path(source).is_dir():
+        return []
+    found = []
+    for path in sorted(Path(source).iterdir()):
+        if path.suffix.lower() not in VIDEO_SUFFIXES or path.is_file():
+            continue
+        reason = "not a regular file"
+        if path.is_symlink():
+            try:
+                os.stat(path)
+                reason = "a symlink to something that is not a regular file"
+            except OSError as e:
+                loop = e.errno == errno.ELOOP
+                reason = "a symlink loop" if loop else f"a dangling symlink (to {os.readlink(path)})"
+        elif path.is_dir():
+            reason = "a folder named like a video file"
+        found.append({"path": str(path), "id": video_id(path), "reason": reason})
+    return found
+
+
 def video_id(path: Path) -> str:
     """A video's id (TSV column 0): its file stem, as the reference's id → row maps use."""
     return path.stem
+
+
+def id_problem(vid: str) -> str | None:
+    """Why ``vid`` cannot be a TSV id (column 0), or None."""
+    if not vid:
+        return "the file name gives an empty id"
+    if any(c in vid for c in "\t\n\r"):
+        return "the file name contains a tab or a line break, which a TSV id cannot hold; rename the file"
+    try:
+        vid.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8 (a TSV id must be); rename the file"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ one video
@@ -235,6 +281,49 @@ def _read_journal(path: Path) -> dict[str, dict]:
 # ------------------------------------------------------------------------------------------------ the run
 
 
+def _exit_with(parent_pid: int) -> None:
+    """Initializer of every worker process: it ends when the extractor (``parent_pid``) ends, killed or not,
+    instead of waiting forever for work. A thread checks the extractor twice a second; on Linux the kernel
+    also kills the worker when the process that forked it (the fork server) dies."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="exit-with-parent", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(pid: int) -> None:
+    while process_alive(pid):
+        time.sleep(0.5)
+    os._exit(1)  # the extractor is gone: nobody will read this worker's results
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes (from :func:`_pool_context`) that exit with this process."""
+    return ProcessPoolExecutor(
+        workers, mp_context=_pool_context(), initializer=_exit_with, initargs=(os.getpid(),)
+    )
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """Worker processes come from a fork server, never from a plain fork of this process: a fork taken while
     one of its threads (FFmpeg's, tqdm's) holds a lock deadlocks the child."""
@@ -265,7 +354,7 @@ def _outcomes(
 def _pooled(pending: deque[str], worker, workers: int, ordered: bool) -> Generator[Outcome, None, list[str]]:
     """Run jobs from ``pending`` with at most ``2 * workers`` in flight; return the in-flight jobs if the pool
     breaks (a worker process died), else an empty list once ``pending`` is empty."""
-    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+    with _pool(workers) as pool:
         in_flight: dict[Future, str] = {}
         while pending or in_flight:
             try:
@@ -289,7 +378,7 @@ def _pooled(pending: deque[str], worker, workers: int, ordered: bool) -> Generat
 
 
 def _alone(job: str, worker) -> Outcome:
-    with ProcessPoolExecutor(1, mp_context=_pool_context()) as pool:
+    with _pool(1) as pool:
         try:
             return pool.submit(worker, job).result()
         except BrokenProcessPool:
@@ -347,9 +436,9 @@ def extract_videos(
     out.tsv.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.summary, {**settings, "status": "running"}, indent=1)
 
-    failures: list[dict[str, str]] = []
+    failures: list[dict[str, str]] = unusable_entries(paths)
     too_short: list[str] = []
-    counts = {"inputs": len(videos), "ok": 0, "failed": 0, "skipped": 0, "too_short": 0}
+    counts = {"inputs": len(videos) + len(failures), "ok": 0, "failed": 0, "skipped": 0, "too_short": 0}
     audio_counts = {"written": 0, "without_audio": 0, "skipped": 0}
     no_audio: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
@@ -365,6 +454,12 @@ def extract_videos(
         jobs, audio_jobs, first_path = [], [], {}
         for path in videos:
             vid = video_id(path)
+            problem = id_problem(vid)
+            if problem:
+                failures.append(
+                    {"path": str(path), "id": vid.encode("utf-8", "replace").decode(), "reason": problem}
+                )
+                continue
             if vid in first_path:
                 failures.append(
                     {"path": str(path), "id": vid, "reason": f"duplicate id (also {first_path[vid]})"}

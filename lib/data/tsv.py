@@ -611,6 +611,19 @@ def id2lineidx_path(tsv_path: str | os.PathLike) -> Path:
     return Path(str(split_tsv_path(tsv_path)[0])[: -len(".tsv")] + ".id2lineidx.pkl")
 
 
+def save_frame_pickle(tsv_path: str | os.PathLike, path: str | os.PathLike) -> int:
+    """Write the rows of a frame TSV as the reference extractor's ``NAME.pkl`` (``{video_id: [base64 JPEG
+    str, ...]}``, in row order), atomically; returns the number of videos."""
+    with TSVFile(tsv_path) as tsv:
+        videos = {}
+        for i in range(len(tsv)):
+            row = tsv.row(i)
+            frames = [column.decode("ascii") for column in frame_columns(row)]
+            videos[decode_key(row[0], f"{tsv.path} row {i}")] = frames
+    write_bytes(path, pickle.dumps(videos, protocol=4))
+    return len(videos)
+
+
 def load_frame_pickle(path: str | os.PathLike) -> dict[str, list[bytes]]:
     """The reference extractor's ``NAME.pkl``: ``{video_id: [base64 JPEG (str or bytes), …]}``."""
     data = _load_plain_pickle(path)

@@ -8,6 +8,7 @@ JPEG decoding (:mod:`lib.data.frames`, which pulls in torch) is imported only wh
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,9 @@ class TSVReport:
     unique_ids: int = 0
     frames_min: int | None = None
     frames_max: int | None = None
+    frames_usual: int | None = None  # the most common number of frames per row
+    short_rows: list[str] = field(default_factory=list)  # rows with fewer frames than frames_usual
+    final_newline: bool = True
     frame_layouts: dict[str, int] = field(default_factory=dict)
     frames_decoded: int = 0
     frames_undecodable: int = 0
@@ -93,10 +97,11 @@ class TSVReport:
             f"lineidx:         {self.lineidx or 'none (readers build one)'}",
             f"rows:            {self.rows}",
             f"unique ids:      {self.unique_ids} ({len(self.duplicate_ids)} duplicated)",
-            f"frames per row:  {frames}",
+            f"frames per row:  {frames}" + (f", usually {self.frames_usual}" if self.frames_usual else ""),
             f"layouts:         {self.frame_layouts or '-'}",
             f"decoded frames:  {self.frames_decoded} ({self.frames_undecodable} undecodable)",
         ]
+        lines += [f"  short row: {r}" for r in self.short_rows]
         lines += [f"  undecodable: {u}" for u in self.undecodable_frames]
         lines += [f"  bad offset: {b}" for b in self.bad_offsets]
         lines.append("problems:        " + ("none" if self.ok else str(len(self.problems))))
@@ -121,17 +126,28 @@ def inspect_tsv(
     decode_fn = _jpeg_decoder() if decode else None
     starts: list[int] = []
     seen: dict[str, list[int]] = {}
+    counts: list[tuple[int, str, int]] = []  # (row, id, frames) of every row with frame columns
     offset = 0
+    line = b"\n"
     with open(path, "rb") as f:
         for i, line in enumerate(f):
             starts.append(offset)
             offset += len(line)
-            _inspect_row(report, i, line.rstrip(b"\r\n").split(b"\t"), seen, decode_fn)
+            counted = _inspect_row(report, i, line.rstrip(b"\r\n").split(b"\t"), seen, decode_fn)
+            if counted is not None:
+                counts.append((i, *counted))
     report.rows = len(starts)
     report.unique_ids = len(seen)
     report.duplicate_ids = {k: v for k, v in seen.items() if len(v) > 1}
     for key, rows in list(report.duplicate_ids.items())[:_MAX_LISTED]:
-        report.problems.append(f"id {key!r} appears in rows {rows}")
+        report.problems.append(f"id {key!r} appears in rows {rows} (readers use the first)")
+    _check_frame_counts(report, counts)
+    if not line.endswith(b"\n"):
+        report.final_newline = False
+        report.problems.append(
+            f"the last row (row {len(starts) - 1}) has no final newline: the file was cut short while being "
+            "written or copied, and that row may be incomplete"
+        )
     if lineidx is not None:
         _compare_offsets(report, read_lineidx(lineidx), np.array(starts, dtype=np.int64))
     if report.frames_undecodable:
@@ -139,7 +155,26 @@ def inspect_tsv(
     return report
 
 
-def _inspect_row(report: TSVReport, i: int, row: list[bytes], seen: dict, decode_fn) -> None:
+def _check_frame_counts(report: TSVReport, counts: list[tuple[int, str, int]]) -> None:
+    """Rows with fewer frames than most rows have (a TSV cut between frames) are problems."""
+    if not counts:
+        return
+    tally = Counter(n for _, _, n in counts)
+    usual = max(tally, key=lambda n: (tally[n], n))
+    report.frames_usual = usual
+    short = [(i, key, n) for i, key, n in counts if n < usual]
+    report.short_rows = [f"row {i} (id {key!r}): {n} frames" for i, key, n in short[:_MAX_LISTED]]
+    if short:
+        report.problems.append(
+            f"{len(short)} rows have fewer frames than the {usual} most rows have (cut between frames?), "
+            f"e.g. row {short[0][0]} (id {short[0][1]!r}) with {short[0][2]}"
+        )
+
+
+def _inspect_row(
+    report: TSVReport, i: int, row: list[bytes], seen: dict, decode_fn
+) -> tuple[str, int] | None:
+    """Check one row (id, frame columns, decoding); its (id, number of frames) when it has frames."""
     try:
         key = decode_key(row[0], f"row {i}")
     except TSVError as e:
@@ -152,14 +187,14 @@ def _inspect_row(report: TSVReport, i: int, row: list[bytes], seen: dict, decode
         frames = frame_columns(row)
     except TSVError:
         report.problems.append(f"row {i} (id {key!r}): no base64 JPEG frame columns")
-        return
+        return None
     layout = "id, frames" if len(frames) == len(row) - 1 else "id, meta, frames"
     report.frame_layouts[layout] = report.frame_layouts.get(layout, 0) + 1
     n = len(frames)
     report.frames_min = n if report.frames_min is None else min(report.frames_min, n)
     report.frames_max = n if report.frames_max is None else max(report.frames_max, n)
     if decode_fn is None:
-        return
+        return key, n
     first = len(row) - n
     for j, frame in enumerate(frames):
         try:
@@ -169,6 +204,7 @@ def _inspect_row(report: TSVReport, i: int, row: list[bytes], seen: dict, decode
             report.frames_undecodable += 1
             if len(report.undecodable_frames) < _MAX_LISTED:
                 report.undecodable_frames.append(f"row {i} (id {key!r}) column {first + j}: {e}")
+    return key, n
 
 
 def _compare_offsets(report: TSVReport, indexed: np.ndarray, true: np.ndarray) -> None:

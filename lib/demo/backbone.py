@@ -7,8 +7,8 @@ learned in 200 steps with a linear head on the mean-pooled Swin, and not at all 
 5) when the same head reads the tokens after the fusion layers (the table is in lib/demo/TUNING.md). So, as
 LAVENDER does with Kinetics, the demo first trains the Swin alone to classify the demo videos' attributes
 (shape, color, size, count, direction; one linear head each on the mean-pooled features, discarded afterwards)
-on the **train split only**, then starts the multi-task model from those Swin weights (``--path_ckpt``, Swin
-keys only; text and fusion stay all-MiniLM-L6-v2).
+on the **train split only**, then starts the multi-task model from those Swin weights
+(``--vis_backbone_ckpt``, Swin keys only; text and fusion stay all-MiniLM-L6-v2).
 
 :func:`pretrain_video_swin` writes ``swin.safetensors`` (``enc_img.swin.*`` keys) and ``swin.json`` (what it
 was trained on and its held-out accuracy per attribute); a re-run with the same request reuses them.

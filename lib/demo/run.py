@@ -150,6 +150,16 @@ def pretrain_swin(args: argparse.Namespace, data: Path, out: Path) -> Path | Non
     return pretrain_video_swin(cfg, data, folder, steps=args.swin_steps, seed=args.seed)
 
 
+def init_argv(init: Path | None) -> list[str]:
+    """The run's starting weights: the Swin alone (a weights file, the attribute pretraining's) through
+    ``vis_backbone_ckpt``, or a whole model folder (the MLM pretraining's) through ``path_ckpt``."""
+    if init is None:
+        return []
+    if init.is_file():
+        return ["--vis_backbone_init", "3d", "--vis_backbone_ckpt", str(init)]
+    return ["--path_ckpt", str(init)]
+
+
 def pretrain(args: argparse.Namespace, data: Path, out: Path, init: Path | None) -> Path | None:
     """Brief MLM + matching pretraining on the demo captions (from ``init``); returns its model folder."""
     if args.pretrain_epochs <= 0:
@@ -164,7 +174,7 @@ def pretrain(args: argparse.Namespace, data: Path, out: Path, init: Path | None)
     argv = run_argv(args, data, run_dir) + [
         "--type", "pretrain", "--task", "demo-pretrain", "--dataset", "demo",
         "--datasets", "[]", "--size_epoch", str(args.pretrain_epochs),
-    ] + (["--path_ckpt", str(init)] if init else [])  # fmt: skip
+    ] + init_argv(init)  # fmt: skip
     run("pretrain", argv)
     return model_dir
 
@@ -188,7 +198,7 @@ def fit_epochs(args: argparse.Namespace, data: Path, out: Path, init: Path | Non
     if args.budget_min <= 0:
         return {"size_epoch": None, "source": "the config"}
     print("[4/6] fitting the training to the budget (timing steps and a validation pass)", flush=True)
-    argv = run_argv(args, data, run_dir) + (["--path_ckpt", str(init)] if init else [])
+    argv = run_argv(args, data, run_dir) + init_argv(init)
     return budget.measure_and_plan(args, argv, started)
 
 
@@ -200,7 +210,7 @@ def train_all_tasks(args: argparse.Namespace, data: Path, out: Path, init: Path 
         return json.loads((run_dir / "metrics.json").read_text())
     from lib.tasks.run import run
 
-    argv = run_argv(args, data, run_dir) + (["--path_ckpt", str(init)] if init else [])
+    argv = run_argv(args, data, run_dir) + init_argv(init)
     return run("multi-task", argv, callbacks=run_callbacks(args, run_dir))
 
 

@@ -1,8 +1,10 @@
 """Run configuration as validated data: one schema of every key, JSON files, `--key value` overrides.
 
 Precedence: schema defaults < `--config file.json` (or a bare first argument ending in `.json`)
-< `--key value`. Every key has a type; unknown keys and wrong types are errors that name the source and
-list the valid keys. Multi-task configs carry a `datasets` list of per-task dicts, validated against the
+< `--key value`. Every key has a type (and, for numbers, a valid range: `lr > 0`, `size_batch >= 1`, every
+float finite); unknown keys, wrong types and values out of range are errors that name the source and the
+key, and list the valid keys. `help_text()` is what `main_*.py --help` prints: every key with its type,
+default and help. Multi-task configs carry a `datasets` list of per-task dicts, validated against the
 same schema; each task sees `cfg.override(task_dict)` (its keys override the global ones), see
 `Config.task_configs()`.
 
@@ -13,8 +15,10 @@ go straight into `path_output` (no timestamped sub-folder), so `--resume true` f
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
+import math
 import sys
 import types
 import typing
@@ -31,14 +35,43 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The valid range of a number (of each item of a list): ``low`` / ``high`` inclusive unless open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return (
+            f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        )
+
+
+AT_LEAST_0, AT_LEAST_1, ABOVE_0 = Bounds(0), Bounds(1), Bounds(0, low_open=True)
+UNIT, UNIT_OPEN = Bounds(0, 1), Bounds(0, 1, high_open=True)  # [0, 1] and [0, 1)
+
+
+@dataclass(frozen=True)
 class Key:
-    """One config key: its type (a typing expression: `int`, `list[str]`, `str | None`), default, help."""
+    """One config key: its type (a typing expression: `int`, `list[str]`, `str | None`), default, help,
+    the allowed values (``choices``) or the valid range of a number (``bounds``; None is always allowed
+    where the type allows it)."""
 
     name: str
     type: Any
     default: Any
     help: str
     choices: tuple | None = None
+    bounds: Bounds | None = None
 
 
 _IMG_TRANSFORMS = ("img_rand_crop", "img_center_crop", "pad_resize", "vid_rand_crop", "vid_center_crop")
@@ -164,6 +197,13 @@ SCHEMA: tuple[Key, ...] = (
     Key("fusion_encoder", str, "bert-base-uncased", "fusion encoder (name or local folder)"),
     Key("fusion_encoder_rand_init", bool, False, "initialise the fusion encoder randomly"),
     Key("path_ckpt", str, "", "initial weights ('' = backbone initialisation); a missing file is an error"),
+    Key("ckpt_partial", bool, False,
+        "path_ckpt may lack model tensors or hold tensors the model lacks beyond the allow-list "
+        "(lib.tasks.build.CKPT_MAY_LACK): they are reported and keep their initialisation; a checkpoint that "
+        "fits less than half of the model is an error even so"),
+    Key("vis_backbone_ckpt", str, "",
+        "vis_backbone_init 3d/2d: this Video Swin weights file instead of the Kinetics / ImageNet release "
+        "file under _models/video_swin_transformer/ (e.g. a Swin trained by the demo)"),
     Key("vis_embed_dim", int | None, None, "custom Video Swin: embedding dim of stage 1"),
     Key("vis_depths", list[int] | None, None, "custom Video Swin: blocks per stage"),
     Key("vis_heads", list[int] | None, None, "custom Video Swin: attention heads per stage"),
@@ -230,9 +270,31 @@ SCHEMA: tuple[Key, ...] = (
     Key("tensorboard", bool, True, "write TensorBoard events next to log.jsonl"),
     Key("dist_timeout_s", int, 1800, "timeout of collective operations in seconds"),
 )
+# The valid range of every numeric key (of each item of a list); any float must also be finite.
+BOUNDS: dict[str, Bounds] = {
+    "data_ratio": ABOVE_0, "n_workers": AT_LEAST_0, "size_img": AT_LEAST_1, "size_frame": AT_LEAST_1,
+    "size_txt": AT_LEAST_1, "size_txt_pre": AT_LEAST_1, "size_patch": AT_LEAST_1,
+    "max_size_frame": AT_LEAST_1, "max_size_patch": AT_LEAST_1, "size_vocab": Bounds(-1),
+    "size_test": AT_LEAST_0, "size_option": AT_LEAST_1, "temp": ABOVE_0, "size_part": AT_LEAST_1,
+    "p_mask": UNIT, "max_gen_length": AT_LEAST_1, "vtm_negatives": AT_LEAST_0,
+    "eval_pair_batch": AT_LEAST_1, "contrastive_dim": AT_LEAST_0, "contrastive_temp": ABOVE_0,
+    "vtc_weight": AT_LEAST_0, "pem_n_entities": AT_LEAST_1, "pem_threshold": AT_LEAST_0,
+    "pem_region": Bounds(0, 1, low_open=True), "rerank_k": AT_LEAST_1, "beam_size": AT_LEAST_1,
+    "txt_layers": AT_LEAST_1, "vis_embed_dim": AT_LEAST_1, "vis_depths": AT_LEAST_1,
+    "vis_heads": AT_LEAST_1, "vis_window": AT_LEAST_1, "vis_patch_size": AT_LEAST_1,
+    "vis_stem_convs": AT_LEAST_0, "vis_drop_path": UNIT_OPEN, "fusion_dropout": UNIT_OPEN,
+    "fusion_hidden_size": AT_LEAST_1, "fusion_layers": AT_LEAST_1, "fusion_heads": AT_LEAST_1,
+    "fusion_intermediate_size": AT_LEAST_1, "size_epoch": AT_LEAST_0, "size_batch": AT_LEAST_1,
+    "grad_accum": AT_LEAST_1, "steps_per_epoch": AT_LEAST_0, "task_weight": AT_LEAST_0,
+    "task_start": UNIT_OPEN, "items_per_video": AT_LEAST_1, "lr": ABOVE_0, "decay": AT_LEAST_0,
+    "betas": UNIT_OPEN, "warmup_ratio": UNIT, "vis_backbone_lr_mul": AT_LEAST_0,
+    "max_nan_steps": AT_LEAST_1, "eval_every": AT_LEAST_0, "save_every_steps": AT_LEAST_0,
+    "keep_last_ckpts": AT_LEAST_1, "logging_steps": AT_LEAST_1, "dist_timeout_s": AT_LEAST_1,
+}
 # fmt: on
 
-KEYS: dict[str, Key] = {k.name: k for k in SCHEMA}
+KEYS: dict[str, Key] = {k.name: dataclasses.replace(k, bounds=BOUNDS.get(k.name, k.bounds)) for k in SCHEMA}
+SCHEMA = tuple(KEYS.values())
 
 # Keys the reference wrote into its own args.json that are derived, not settings: accepted and dropped.
 _DERIVED_REFERENCE_KEYS = frozenset(
@@ -379,9 +441,24 @@ def _validate_value(name: str, value: Any, source: str) -> Any:
             raise ConfigError(
                 f"config key {name!r} in {source}: {bad[0]!r} is not one of {list(key.choices)} ({key.help})"
             )
+    for number in value if isinstance(value, list) else [value]:
+        problem = _range_problem(number, key.bounds)
+        if problem:
+            raise ConfigError(f"config key {name!r} in {source}: {number!r} {problem} ({key.help})")
     if name == "datasets":
         value = [_validate_task_dict(d, f"{source}, datasets[{i}]") for i, d in enumerate(value)]
     return value
+
+
+def _range_problem(value: Any, bounds: Bounds | None) -> str | None:
+    """Why a number is out of range (a float must be finite, e.g. not nan), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number"
+    if bounds is not None and value not in bounds:
+        return f"is out of range: it must be {bounds}"
+    return None
 
 
 def _validate_task_dict(d: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -531,3 +608,44 @@ def load_config(argv: Sequence[str] | None = None) -> Config:
     config_path, cli_values = parse_overrides(sys.argv[1:] if argv is None else argv)
     file_values = load_json_config(config_path) if config_path else {}
     return Config({**file_values, **cli_values}, source="the command line")
+
+
+# ---- --help
+
+LAVENDER_FLAGS = (
+    ("--config FILE.json", "a JSON config (the reference's _args/*.json); a first argument ending in .json "
+     "works too (VIOLET)"),
+    ("--path_output DIR", "where the run writes args.json, log.jsonl, checkpoints and model/"),
+    ("--path_ckpt PATH", "initial weights: a LAVENDER / VIOLET / SwinBERT .pt or one of our model folders"),
+    ("--resume true|DIR", "continue a killed run from path_output's latest checkpoint, or from DIR"),
+    ("--eval_only true", "evaluate only (weights from --path_ckpt or --resume)"),
+    ("--deepspeed true", "train with DeepSpeed ZeRO"),
+    ("--KEY VALUE", "any config key below (also --KEY=VALUE; a bare --KEY sets a bool key to true)"),
+    ("--local_rank N", "accepted from torch.distributed.launch and ignored (the rank comes from LOCAL_RANK)"),
+    ("--debug", "on an error, print the full traceback (or set LAVENDER_DEBUG=1)"),
+)  # fmt: skip
+
+
+def help_text(prog: str, task: str) -> str:
+    """``--help`` of an entry point: usage, the LAVENDER command-line flags, then every config key with its
+    type, default (and range or choices) and help text, in schema order."""
+    lines = [
+        f"usage: python {prog} [--config FILE.json] [--KEY VALUE ...]",
+        f"       torchrun --nproc_per_node N {prog} --config FILE.json [--KEY VALUE ...]",
+        "",
+        f"Trains and/or evaluates the registered task {task!r} (config key 'type'); precedence: key defaults "
+        "< --config file < --KEY VALUE.",
+        "",
+        "options:",
+        *(f"  {flag:<22} {text}" for flag, text in LAVENDER_FLAGS),
+        "",
+        "config keys (--KEY VALUE; type, default: help):",
+    ]
+    for key in SCHEMA:
+        limits = f"; {key.bounds}" if key.bounds else ""
+        if key.choices is not None:
+            limits = "; one of " + ", ".join("null" if c is None else str(c) for c in key.choices)
+        default = json.dumps(key.default)
+        lines.append(f"  --{key.name}  ({_type_name(key.type)}, default {default}{limits})")
+        lines.append(f"      {key.help}")
+    return "\n".join(lines) + "\n"

@@ -67,6 +67,7 @@ from lib.engine.logging import RunLogger
 from lib.engine.optim import build_optimizer, build_scheduler
 from lib.engine.precision import autocast, resolve_precision
 from lib.utils.atomic import write_atomic
+from lib.utils.files import UnreadableFileError
 
 StepFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 EvaluateFn = Callable[[nn.Module, int], Mapping[str, float]]
@@ -193,6 +194,15 @@ class Trainer:
             resume_step=state["global_step"] if state and self.training else None,
             append=not self.training,
         )
+        if cfg.resume is True and resume_dir is None:
+            self.log.warning(
+                f"--resume true: nothing to resume, {checkpoint_root(self.path_output)} holds no checkpoint; "
+                + (
+                    "starting a NEW run from the beginning"
+                    if self.training
+                    else "evaluating the initial weights"
+                )
+            )
         if self.dist.is_main:
             cfg.save(self.path_output)
 
@@ -203,6 +213,7 @@ class Trainer:
         self.micro_in_epoch = 0
         self.global_step = 0
         self.nonfinite_total = 0
+        self.skipped_items: dict[str, int] = {}  # bad items the streams' datasets skipped, per stream
         self.nonfinite_recent: deque[dict[str, Any]] = deque(maxlen=max(1, cfg.max_nan_steps))
         self.last_metrics: dict[str, float] = {}
         if self.training:
@@ -262,7 +273,11 @@ class Trainer:
     # ---- state
 
     def _read_state(self, folder: Path) -> dict[str, Any]:
-        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        path = folder / "trainer_state.pt"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch's message does not name the file
+            raise UnreadableFileError(f"--resume: {path} cannot be loaded: {e}") from e
         if self.use_deepspeed and state.get("deepspeed"):
             DS.verify_checkpoint(folder)  # before DeepSpeed opens anything there
         return state
@@ -427,6 +442,7 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "nonfinite_steps": self.nonfinite_total,
+            "skipped_items": sum(self.skipped_items.values()),
             **self.last_metrics,
         }
 
@@ -488,6 +504,7 @@ class Trainer:
         self.cursors = end_cursors
         self.epoch += 1
         self.micro_in_epoch = 0
+        self._log_skipped_items()
         self._call("on_epoch_end")
         if (cfg.eval_every > 0 and self.epoch % cfg.eval_every == 0) or self.epoch == self.n_epochs:
             started = time.perf_counter()
@@ -496,6 +513,18 @@ class Trainer:
         if cfg.save_model_every_epoch:
             self.save_model(f"model_epoch{self.epoch:03d}")
         self.save_checkpoint()
+
+    def _log_skipped_items(self) -> None:
+        """Bad items the streams' datasets skipped so far (``n_skipped``, e.g. ``on_bad_item: skip``), summed
+        over the ranks: a warning and a ``skipped`` record in log.jsonl."""
+        local = {s.name: int(getattr(s.dataset, "n_skipped", 0)) for s in self.streams}
+        totals = {name: sum(d[name] for d in D.all_gather_object(local)) for name in local}
+        self.skipped_items = {name: n for name, n in totals.items() if n}
+        if self.skipped_items:
+            self.log.warning(f"bad training items skipped so far (on_bad_item skip): {self.skipped_items}")
+            self.log.log(
+                {"kind": "skipped", "epoch": self.epoch, "step": self.global_step, **self.skipped_items}
+            )
 
     def _forward_backward(self, ref: BatchRef, batch: Any, sync: bool) -> _Micro:
         stream = self.streams[ref.stream]

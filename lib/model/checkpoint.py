@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lib.utils.atomic import write_atomic_path, write_text
+from lib.utils.files import read_json
 
 from .lavender import LavenderConfig, LavenderModel
 from .video_swin import SwinTransformer3D
@@ -141,7 +142,18 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> StateDict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        obj: Any = load_file(str(path))
+        try:
+            obj: Any = load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - safetensors' errors do not name the file
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file ({type(err).__name__}: {err}); it is damaged or "
+                "was cut short while copying or writing: copy or save it again"
+            ) from None
+    elif not looks_like_torch_save(path):
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither torch.save's zip format nor a pickle; "
+            f"{path.stat().st_size} bytes): it is damaged, cut short or of another format"
+        )
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
@@ -149,10 +161,21 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> StateDict:
             if trust_pickle:
                 raise
             raise CheckpointError(
-                f"{path}: torch.load(weights_only=True) refused it ({err}). If you trust this file, load "
-                "it with trust_pickle=True (CLI: --trust-pickle)."
+                f"{path}: torch.load(weights_only=True) refused it ({err}). A checkpoint is never unpickled "
+                "here (a pickle can run code). If you trust this file, convert it once into a safetensors "
+                f"model folder: python _tools/convert_checkpoint.py --src {path} --config ARGS.json --out "
+                "FOLDER --trust-pickle; then use FOLDER (--path_ckpt FOLDER, --ckpt FOLDER, "
+                "Lavender.from_pretrained(FOLDER))."
             ) from err
     return strip_module_prefix(unwrap_state_dict(obj, str(path)))
+
+
+def looks_like_torch_save(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` file: a zip archive (the format since PyTorch 1.6) or a
+    pickle (the legacy format and plain pickles; ``torch.load`` decides what is inside)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def unwrap_state_dict(obj: Any, source: str) -> StateDict:
@@ -458,6 +481,17 @@ def resize_temporal_biases(sd: StateDict, target: Mapping[str, torch.Tensor], mo
     return done
 
 
+SWIN_PREFIXES = ("backbone.", "enc_img.swin.")
+"""Key prefixes in a Video Swin file: mmaction's (the Kinetics release), ours (a Swin saved alone)."""
+
+
+def _swin_key(key: str) -> str:
+    for prefix in SWIN_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
 def load_swin_checkpoint(
     swin: SwinTransformer3D,
     path: str | Path,
@@ -467,13 +501,13 @@ def load_swin_checkpoint(
 ) -> LoadReport:
     """Load Video Swin Kinetics weights (``mode="3d"``) or inflate a 2-D ImageNet Swin (``mode="2d"``).
 
-    Classification heads (``cls_head.*`` / ``head.*``) are ignored; derived buffers dropped; shapes must
-    match.
+    Keys may carry mmaction's ``backbone.`` or our ``enc_img.swin.`` prefix. Classification heads
+    (``cls_head.*`` / ``head.*``) are ignored; derived buffers dropped; shapes must match.
     """
     if mode not in ("3d", "2d"):
         raise ValueError(f"mode must be '3d' or '2d', got {mode!r}")
     report = LoadReport(source=str(path), layout=f"video-swin-{mode}")
-    sd = {k.removeprefix("backbone."): v for k, v in read_state_dict(path, trust_pickle).items()}
+    sd = {_swin_key(k): v for k, v in read_state_dict(path, trust_pickle).items()}
     report.ignored = [k for k in sd if k.startswith(("cls_head.", "head."))]
     sd = {k: v for k, v in sd.items() if k not in report.ignored}
     if mode == "2d":
@@ -510,7 +544,7 @@ def read_bert_config(bert_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"BERT config not found: {path} (bert_dir must be a local Hugging Face folder)"
         )
-    cfg = json.loads(path.read_text())
+    cfg = read_json(path, "BERT config (config.json)")
     if cfg.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"{path}: hidden_act={cfg['hidden_act']!r}; only BERT's 'gelu' is implemented")
     return cfg

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lib.utils.files import read_json
 
 from .video_swin import ATTN_IMPLS, SWIN_SIZES, htwa_layout
 
@@ -169,6 +170,6 @@ class LavenderConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model config not found: {path}")
-        fields = json.loads(path.read_text())
+        fields = read_json(path, "model config (config.json)")
         fields.pop(INFERENCE_KEY, None)  # a checkpoint folder's task settings (lib.api), not geometry
         return cls.from_dict(fields, source=str(path))

@@ -5,6 +5,13 @@ Initialisation follows LAVENDER: the Video Swin from Kinetics (``vis_backbone_in
 and MLM head from a local Hugging Face BERT folder (``fusion_encoder``; ``fusion_encoder_rand_init`` keeps
 only its shape). ``path_ckpt`` (a reference ``.pt`` or one of our model folders) then overrides everything
 it holds; a path that does not exist is an error, never a silent fresh start.
+
+A ``path_ckpt`` must fit the model: model tensors it lacks and tensors it has that the model lacks are an
+error listing them, except the tensors of :data:`CKPT_MAY_LACK` (reported at WARNING; they keep their
+initialisation), the derived buffers the model recomputes and the reference's other heads (VIOLET's
+``fc_mvm``, task-specific ``fc.*``; reported as ignored). ``ckpt_partial: true`` loads a checkpoint that
+lacks more (or has more), reporting it; a checkpoint that fits less than :data:`MIN_FIT` of the model's
+tensors is always an error (a different model, not a partial one).
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from lib.engine.checkpointing import require_existing
 from lib.engine.config import Config, ConfigError
 from lib.model.bert import BertSelfAttention
 from lib.model.checkpoint import (
+    DERIVED_BUFFERS,
     MODEL_WEIGHTS,
+    CheckpointError,
+    LoadReport,
     bert_config_fields,
     build_from_pretrained_parts,
     load_checkpoint,
@@ -32,6 +42,13 @@ from lib.tasks.common import resize_on_device, resolve_pretrained_dir
 logger = logging.getLogger(__name__)
 
 SWIN_DIR = Path("_models/video_swin_transformer")
+CKPT_MAY_LACK = ("emb_task", "enc_img.emb_odr", "emb_type.", "vtc.")
+"""Model tensors (names or prefixes ending in ".") a ``path_ckpt`` may lack: the task-token table and the
+frame-order embedding (VIOLET and SwinBERT checkpoints have neither), the modality-type embeddings and the
+contrastive head (newer than LAVENDER's checkpoints), and, by :func:`may_lack`, the encoder of every
+context modality other than video (e.g. audio, which LAVENDER never had)."""
+MIN_FIT = 0.5
+"""A ``path_ckpt`` must fill at least this fraction of the model's tensors, ``ckpt_partial`` or not."""
 
 
 def model_config(cfg: Config) -> LavenderConfig:
@@ -87,8 +104,14 @@ def model_config(cfg: Config) -> LavenderConfig:
 def swin_checkpoint(cfg: Config) -> tuple[Path | None, str]:
     """The local Video Swin weights ``vis_backbone_init`` asks for (None for random)."""
     init = cfg.vis_backbone_init
+    if cfg.vis_backbone_ckpt and init == "random":
+        raise ConfigError(
+            f"vis_backbone_ckpt {cfg.vis_backbone_ckpt} is read by vis_backbone_init 3d or 2d, not 'random'"
+        )
     if init == "random" or cfg.path_ckpt:
         return None, "random"
+    if cfg.vis_backbone_ckpt:
+        return Path(require_existing(cfg.vis_backbone_ckpt, "vis_backbone_ckpt")), init
     size = cfg.vis_backbone_size
     if init == "3d":
         name = f"swin_{size}_patch244_window877_kinetics{cfg.kinetics}_22k.pth"
@@ -122,10 +145,59 @@ def build_model(cfg: Config, tokenizer=None) -> LavenderModel:
     if cfg.path_ckpt:
         path = Path(require_existing(cfg.path_ckpt, "path_ckpt"))
         weights = path / MODEL_WEIGHTS if path.is_dir() else path
-        report = load_checkpoint(model, weights, strict=False)
-        logger.info("loaded %s: %s", weights, report)
+        check_fit(model, load_checkpoint(model, weights, strict=False), cfg.ckpt_partial)
     freeze_params(model, cfg.freeze_params)
     return model
+
+
+def may_lack(model: LavenderModel, key: str) -> bool:
+    """Whether ``key`` is a model tensor a checkpoint may lack (:data:`CKPT_MAY_LACK`)."""
+    prefixes = [*CKPT_MAY_LACK]
+    for spec in getattr(model, "context_encoders", ()):
+        if spec.modality != "video":
+            prefixes.append(spec.key_prefix + ".")
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
+
+
+def _listed(keys: list[str], most: int = 20) -> str:
+    return ", ".join(keys[:most]) + (f", ... (+{len(keys) - most} more)" if len(keys) > most else "")
+
+
+def check_fit(model: LavenderModel, report: LoadReport, partial: bool) -> None:
+    """Raise :class:`CheckpointError` unless the loaded ``path_ckpt`` (``report``) fits the model (see the
+    module docstring); log what it lacked or left out."""
+    tensors = [k for k in model.state_dict() if k.rsplit(".", 1)[-1] not in DERIVED_BUFFERS]
+    lacking = set(report.missing + report.initialised)
+    filled = sum(k not in lacking for k in tensors)
+    allowed = sorted(k for k in lacking if k in report.initialised or may_lack(model, k))
+    missing = sorted(lacking - set(allowed))
+    if filled < MIN_FIT * len(tensors):
+        raise CheckpointError(
+            f"--path_ckpt {report.source} fits only {filled} of the model's {len(tensors)} tensors "
+            f"(less than {MIN_FIT:.0%}): it is not a checkpoint of this model (another model size, or "
+            f"another model altogether?); --ckpt_partial does not change that.\n{report}"
+        )
+    if (missing or report.unexpected) and not partial:
+        lines = [f"--path_ckpt {report.source} does not fit the model:"]
+        if missing:
+            lines.append(f"  model tensors it lacks ({len(missing)}): {_listed(missing)}")
+        if report.unexpected:
+            lines.append(
+                f"  tensors the model lacks ({len(report.unexpected)}): {_listed(report.unexpected)}"
+            )
+        lines.append(
+            "Check that the config builds the model the checkpoint was trained as (vis_backbone_size, "
+            "fusion_encoder, ...); to load it anyway, pass --ckpt_partial true (the tensors it lacks keep "
+            "their initialisation)."
+        )
+        raise CheckpointError("\n".join(lines))
+    logger.info("loaded %s", report)
+    if allowed or missing or report.unexpected:
+        logger.warning(
+            "%s: %d of %d model tensors loaded; kept at their initialisation: %s%s",
+            report.source, filled, len(tensors), _listed(allowed + missing) or "none",
+            f"; not used: {_listed(report.unexpected)}" if report.unexpected else "",
+        )  # fmt: skip
 
 
 def freeze_params(model: LavenderModel, prefixes: list[str]) -> list[str]:

@@ -1,7 +1,12 @@
 """Video captioning with the MLM head (reference §1.9).
 
 Data: ``txt_{task}.json`` in the retrieval format (``[{"video", "caption"}]`` per split) and the frames in
-``img_{dataset}.tsv``.
+``img_{dataset}.tsv``; or, when any of ``train_yaml`` / ``val_yaml`` / ``test_yaml`` is set, LAVENDER's own
+captioning data as it is: SwinBERT's split YAMLs (e.g. ``MSRVTT-v2/train_32frames.yaml`` under
+``data_dir``) naming a frame TSV, a caption TSV, a linelist of training pairs and COCO-format references
+(:mod:`lib.data.swinbert`). Training items are the linelist's (video, caption) pairs; evaluation scores each
+video of a split against its references. A caption whose video has no frame row is an error naming the
+files, or skipped and counted with ``on_bad_item: skip``.
 
 Training: ``[CLS] w… [SEP] [PAD]…`` (``size_txt``) with ``p_mask`` of the non-[PAD] tokens replaced by
 ``[MASK]`` (``[SEP]`` included, so the model learns where a caption ends;
@@ -29,8 +34,16 @@ from typing import Any
 
 import torch
 
-from lib.data.annotations import caption_text, write_json_atomic
-from lib.data.datasets import stack_clips_padded
+from lib.data.annotations import (
+    AnnotationError,
+    AnnotationFile,
+    CaptionItem,
+    RecordList,
+    caption_text,
+    write_json_atomic,
+)
+from lib.data.datasets import VideoStore, stack_clips_padded
+from lib.data.swinbert import evaluation_references, read_split, resolve_yaml, training_pairs
 from lib.engine import distributed as D
 from lib.engine.config import Config
 from lib.metrics.caption import coco_scores
@@ -79,13 +92,48 @@ class CaptionPredictor(Predictor):
         return [{"caption": c.text(self.tok), "score": c.score} for c in found]
 
 
+YAML_KEYS = ("train_yaml", "val_yaml", "test_yaml")
+
+
+def swinbert_captions(cfg: Config) -> tuple[VideoStore, AnnotationFile]:
+    """The frame store and the records per split of the config's SwinBERT split YAMLs (:data:`YAML_KEYS`)."""
+    splits, records = {}, {}
+    for key in YAML_KEYS:
+        if cfg[key]:
+            split = key.removesuffix("_yaml")
+            splits[split] = read_split(resolve_yaml(cfg[key], cfg.data_dir))
+            read = training_pairs if split == "train" else evaluation_references
+            records[split] = read(splits[split])
+    store = VideoStore(list(dict.fromkeys(s.img for s in splits.values())))
+    stored, skipped = store.ids(), {}
+    for split, items in records.items():
+        missing = [r for r in items if r.video not in stored]
+        if missing and cfg.on_bad_item == "raise":
+            where = splits[split].caption or splits[split].yaml
+            raise AnnotationError(
+                where, f"video {missing[0].video!r} has no row in the frame TSV {splits[split].img} "
+                f"({len(missing)} such captions; on_bad_item skip leaves them out)", split=split,
+            )  # fmt: skip
+        if missing:
+            skipped[split] = len(missing)
+            records[split] = [r for r in items if r.video in stored]
+    first = next(iter(splits.values())).yaml
+    packed = {split: RecordList(CaptionItem, items) for split, items in records.items()}
+    return store, AnnotationFile(first, "caption", packed, skipped)
+
+
 @register_task("captioning", aliases=("caption",))
 class CaptionTask(AnnotatedTask):
     annotation_format = "retrieval"
     predictor = CaptionPredictor
 
     def __init__(self, cfg, tokenizer, name: str | None = None):
-        super().__init__(cfg, tokenizer, name)
+        if any(cfg[key] for key in YAML_KEYS):  # SwinBERT's layout, LAVENDER's captioning data
+            Task.__init__(self, cfg, tokenizer, name)
+            self.on_bad_item = cfg.on_bad_item
+            self.store, self.ann = swinbert_captions(cfg)
+        else:
+            super().__init__(cfg, tokenizer, name)
         self.beam_size = cfg.beam_size
         self.backend = cfg.caption_eval_backend
         self.val_backend = cfg.caption_val_backend or cfg.caption_eval_backend

@@ -43,6 +43,7 @@ from lib.model.lavender import LavenderModel
 from lib.tasks.common import Task, clip_settings, img_tsv_path, load_tokenizer
 from lib.tasks.model_card import write_model_card
 from lib.tasks.registry import MULTI_TASK, canonical_name, get_task
+from lib.utils.files import read_json
 
 FORMAT_VERSION = 2
 SERVING_TASKS = ("retrieval", "qaoe", "qamc", "captioning")
@@ -189,13 +190,13 @@ def read_settings(path: Path, reference_args: dict | None) -> tuple[dict[str, An
     """The inference settings of a checkpoint folder and where they came from."""
     if reference_args is not None:
         return inference_settings(args_config(reference_args, "reference_args")), "reference_args"
-    config = json.loads((path / MODEL_CONFIG).read_text())
+    config = read_json(path / MODEL_CONFIG, "checkpoint config (config.json)")
     if INFERENCE_KEY in config:
         source = f"{path / MODEL_CONFIG}"
         return normalise_settings(config[INFERENCE_KEY], source), source
     args = path / "args.json"
     if args.is_file():
-        return inference_settings(args_config(json.loads(args.read_text()), str(args))), str(args)
+        return inference_settings(args_config(read_json(args, "run config"), str(args))), str(args)
     return inference_settings(Config()), "defaults"
 
 
@@ -208,7 +209,7 @@ def load_weights(path: Path, reference_args: dict | None) -> LavenderModel:
                 f"{path} is not a checkpoint folder: it has no {MODEL_CONFIG} (expected a folder written by "
                 "save_pretrained or a training run's model/ folder)"
             )
-        fields = json.loads(config_path.read_text())
+        fields = read_json(config_path, "checkpoint config (config.json)")
         fields.pop(INFERENCE_KEY, None)
         model = LavenderModel(LavenderConfig.from_dict(fields, source=str(config_path)))
         report = load_checkpoint(model, path / MODEL_WEIGHTS, strict=True)
@@ -243,7 +244,7 @@ def find_tokenizer(path: Path, tokenizer: Any, reference_args: dict | None):
     backbone = (reference_args or {}).get("txt_backbone")
     args = path / "args.json"
     if backbone is None and path.is_dir() and args.is_file():
-        backbone = json.loads(args.read_text()).get("txt_backbone")
+        backbone = read_json(args, "run config").get("txt_backbone")
     try:
         if backbone:
             return load_tokenizer(backbone)

@@ -280,7 +280,11 @@ def clip_settings(cfg: Config) -> dict[str, Any]:
 
 
 def clip_dataset(cfg: Config, store: VideoStore, records: Sequence[Any], train: bool, **kw) -> ClipDataset:
-    return ClipDataset(store, records, cfg.size_frame, clip_transform(cfg, train), **kw)
+    """Records with their clips; a bad stored video is skipped and counted in training under
+    ``on_bad_item: skip`` and is an error naming file, row and frame otherwise (and always in evaluation,
+    where every item must be scored)."""
+    on_bad = cfg.on_bad_item if train else "raise"
+    return ClipDataset(store, records, cfg.size_frame, clip_transform(cfg, train), on_bad_item=on_bad, **kw)
 
 
 def eval_collate(items: list[dict[str, Any]]) -> dict[str, Any]:

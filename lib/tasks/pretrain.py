@@ -16,7 +16,8 @@ Each video is encoded once per batch and its tokens serve both objectives.
 
 Data, per dataset of ``dataset`` (a name or a list, e.g. ``["webvid2.5m", "cc3m"]``):
 ``txt_{dataset}.json`` (``{"train": {video: [captions]}, "val": {…}}``) and the frames either in shards
-``{dataset}_train_{0..size_part-1}.tsv`` (+ ``{dataset}_val.tsv`` when present) or in one
+``{dataset}_train_{0..size_part-1}.tsv`` (+ ``{dataset}_val.tsv`` when present; VIOLET's names
+``img_{dataset}_train_{k}.tsv`` / ``img_{dataset}_val.tsv`` work too) or in one
 ``img_{dataset}.tsv``, under ``img_tsv_dir`` (or ``data_dir``). Items are the annotated videos present in
 the frame tables (the rest are dropped with a warning: a run may use a subset of the shards). Training
 uses a random caption of each video, evaluation its first. Each dataset is its own training stream, so a
@@ -125,25 +126,35 @@ def dataset_names(cfg: Config) -> list[str]:
     return names
 
 
+SHARD_PREFIXES = ("", "img_")
+"""Pretraining shard names: LAVENDER's ``{dataset}_train_{k}.tsv`` / ``{dataset}_val.tsv`` and VIOLET's
+``img_{dataset}_train_{k}.tsv`` / ``img_{dataset}_val.tsv``."""
+
+
 def open_frames(cfg: Config, dataset: str) -> VideoStore:
-    """The frame store of a pretraining dataset: its train shards (+ val table) or its single TSV."""
+    """The frame store of a pretraining dataset: its train shards (+ val table), LAVENDER's or VIOLET's
+    names, or its single TSV ``img_{dataset}.tsv``."""
     folder = Path(cfg.img_tsv_dir or cfg.data_dir)
-    if not (folder / f"{dataset}_train_0.tsv").is_file():
+    prefix = next((p for p in SHARD_PREFIXES if (folder / f"{p}{dataset}_train_0.tsv").is_file()), None)
+    if prefix is None:
         if not (folder / f"img_{dataset}.tsv").is_file():
+            last = cfg.size_part - 1
             raise FileNotFoundError(
-                f"no frames for pretraining dataset {dataset!r}: expected shards "
-                f"{folder}/{dataset}_train_0..{cfg.size_part - 1}.tsv or one table {folder}/img_{dataset}.tsv"
+                f"no frames for pretraining dataset {dataset!r} in {folder}; looked for LAVENDER's shards "
+                f"{dataset}_train_0..{last}.tsv, VIOLET's img_{dataset}_train_0..{last}.tsv and one table "
+                f"img_{dataset}.tsv"
             )
         return open_store(cfg, dataset)
-    shards = shard_paths(folder, f"{dataset}_train")
+    stem = f"{prefix}{dataset}_train"
+    shards = shard_paths(folder, stem)
     if len(shards) < cfg.size_part:
         raise FileNotFoundError(
-            f"{folder}: {len(shards)} shards {dataset}_train_*.tsv, but size_part={cfg.size_part}; "
+            f"{folder}: {len(shards)} shards {stem}_*.tsv, but size_part={cfg.size_part}; "
             f"set --size_part {len(shards)} or add the missing shards"
         )
     if len(shards) > cfg.size_part:
         logger.info("%s: using the first %d of %d shards (size_part)", dataset, cfg.size_part, len(shards))
-    val = folder / f"{dataset}_val.tsv"
+    val = folder / f"{prefix}{dataset}_val.tsv"
     return VideoStore([*shards[: cfg.size_part], *([val] if val.is_file() else [])])
 
 

@@ -6,6 +6,10 @@ config, a report) goes through :func:`write_atomic`: the content goes to a tempo
 error the temporary file is removed and an older ``path`` stays as it was. :func:`replace_dir` does the same
 for a finished folder.
 
+Every file lands with the permissions of a plain ``open()``: ``0o666`` less the process umask (``0o644``
+under the usual umask 022), whatever mode the writer gave its temporary file (safetensors' writer creates
+``0o600`` files), so a checkpoint folder shared with a group reads the same for every file in it.
+
     write_bytes(path, data)                      write_text(path, text)
     write_json(path, obj, indent=2)              write_atomic(path, lambda f: torch.save(obj, f))
     write_atomic_path(path, lambda tmp: save_file(tensors, tmp))   # writers that need a file name
@@ -60,9 +64,21 @@ def write_atomic(
     return write_atomic_path(path, write_file)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (``/proc/self/status``)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore (not thread-safe, hence the fallback)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic_path(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """For writers that take a file name: ``write(tmp)`` creates the temporary file (same folder, same
-    suffix), which is then fsynced and renamed to ``path``. The folder is created if needed."""
+    suffix), which is then fsynced, given the umask's permissions (``0o666 & ~umask``) and renamed to
+    ``path``. The folder is created if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_beside(path)
@@ -72,6 +88,7 @@ def write_atomic_path(path: str | os.PathLike, write: Callable[[Path], object]) 
             raise FileNotFoundError(f"write_atomic_path({path}): the writer did not create {tmp}")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

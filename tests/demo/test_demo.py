@@ -157,8 +157,10 @@ def test_swin_pretraining_writes_loadable_weights_and_is_reused(tmp_path, capsys
     assert record["request"]["recipe"]["steps"] == 4 and set(record["val_accuracy"]) == set(ATTRIBUTES)
     assert all(0.0 <= a <= 1.0 for a in record["val_accuracy"].values())
     assert "held-out attribute accuracy" in capsys.readouterr().out
-    # the multi-task model starts from it (path_ckpt, Swin keys only): Swin from the file, text from MiniLM
-    model = build_model(cfg.override({"path_ckpt": str(weights)}))
+    # the multi-task model starts from it (vis_backbone_ckpt): Swin from the file, text from MiniLM
+    model = build_model(
+        load_config(["--config", str(demo.CONFIG), "--data_dir", str(data), *demo.init_argv(weights)])
+    )
     for key, value in state.items():
         assert torch.equal(model.state_dict()[key], value), key
     # the same request is reused; another one trains again

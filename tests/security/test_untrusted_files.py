@@ -148,15 +148,8 @@ def test_deepspeed_itself_loads_weights_only_even_with_a_forged_manifest(toy_che
 
 
 @pytest.fixture(scope="module")
-def tiny_model_args(minilm_dir, tmp_path_factory) -> list[str]:
-    out = tmp_path_factory.mktemp("tiny")
-    return [
-        "--data_dir", str(out), "--dataset", "none",
-        "--txt_backbone", str(minilm_dir), "--fusion_encoder", str(minilm_dir), "--fusion_layers", "1",
-        "--vis_backbone_size", "custom", "--vis_embed_dim", "8", "--vis_depths", "[1, 1, 1, 1]",
-        "--vis_heads", "[1, 1, 1, 1]", "--vis_backbone_init", "random", "--kinetics", "-1",
-        "--size_img", "32", "--size_frame", "2", "--path_output", str(out / "run"),
-    ]  # fmt: skip
+def tiny_model_args(tiny_model_argv, tmp_path_factory) -> list[str]:
+    return tiny_model_argv(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -228,21 +221,7 @@ def test_from_pretrained_refuses_a_pickled_reference_file(tmp_path, marker, mini
         Lavender.from_pretrained(tmp_path / "ckpt.pt", device="cpu", reference_args=reference)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "pytorch_model.bin",
-        pytest.param(
-            "model.safetensors",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=Exception,
-                reason="lib/predict.py (lead's) lets safetensors' SafetensorError out as a traceback, not "
-                "'error: ...' and exit status 1; nothing runs either way (the marker check still holds)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.safetensors"])
 def test_predict_ckpt_refuses_a_pickled_model_folder(tiny_folder, tmp_path, marker, name, capsys):
     from lib.predict import main
 

@@ -106,3 +106,22 @@ def test_the_module_runs_and_its_help_shows_examples():
     )
     for example in ("caption videos/", "--question", "--options", "retrieve --videos", "match a.mp4 --text"):
         assert example in done.stdout
+
+
+def test_a_tsv_with_a_stale_index_is_one_error_record_between_good_videos(built, folder, capsys, tmp_path):
+    """Before: the TSVError of the stale .lineidx stopped the whole command with 0 outputs (issue #28)."""
+    extract_videos([folder / "demo_test_00000.mp4"], 4, tmp_path / "img_stale", progress=False)
+    lineidx = tmp_path / "img_stale.lineidx"
+    lineidx.write_bytes(lineidx.read_bytes() + b"999999\n")  # the index lists a row the TSV lacks
+    first, last = folder / "demo_test_00001.mp4", folder / "demo_test_00002.mp4"
+    status, records, err = run_cli(
+        capsys, "--ckpt", built.folder, "caption", first, tmp_path / "img_stale.tsv", last
+    )
+    assert status == 0 and [r["video"] for r in records] == [
+        str(first),
+        str(tmp_path / "img_stale.tsv"),
+        str(last),
+    ]
+    assert "caption" in records[0] and "caption" in records[2]
+    assert f"{lineidx} does not match {tmp_path / 'img_stale.tsv'}" in records[1]["error"]
+    assert "2 ok, 1 failed" in err

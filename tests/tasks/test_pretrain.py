@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,23 @@ def test_frames_come_from_shards_or_from_one_table(tiny_args, pretrain_data):
         open_frames(pretrain_config(tiny_args, pretrain_data, "--size_part", "3"), "demo")
     with pytest.raises(FileNotFoundError, match="nowhere_train_0.*img_nowhere.tsv"):
         open_frames(cfg, "nowhere")
+
+
+def test_violet_shard_names_work_too_and_a_miss_says_what_was_looked_for(tiny_args, pretrain_data, tmp_path):
+    """VIOLET names its shards img_{dataset}_train_{k}.tsv / img_{dataset}_val.tsv (issue #28, item 4)."""
+    for ours, violet in (("demo_train_0", "img_vt_train_0"), ("demo_train_1", "img_vt_train_1"),
+                         ("demo_val", "img_vt_val")):  # fmt: skip
+        for suffix in (".tsv", ".lineidx"):
+            shutil.copy(pretrain_data / f"{ours}{suffix}", tmp_path / f"{violet}{suffix}")
+    cfg = pretrain_config(tiny_args, tmp_path)
+    store = open_frames(cfg, "vt")
+    assert [p.name for p in store.paths] == ["img_vt_train_0.tsv", "img_vt_train_1.tsv", "img_vt_val.tsv"]
+    assert len(store) == 24 + 6
+    with pytest.raises(FileNotFoundError) as e:
+        open_frames(cfg, "nowhere")
+    assert "nowhere_train_0..1.tsv, VIOLET's img_nowhere_train_0..1.tsv and one table img_nowhere.tsv" in str(
+        e.value
+    )
 
 
 def test_annotated_videos_without_frames_are_left_out(tiny_args, pretrain_data, tmp_path, caplog):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,29 @@ def test_replace_dir_swaps_a_finished_folder_in(tmp_path):
         replace_dir(tmp, final)
         assert json.loads((final / "config.json").read_text()) == {"v": version}
         assert names(tmp_path) == ["model"]  # neither model.tmp nor model.old stays
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_every_file_gets_the_umask_permissions_even_from_a_writer_that_makes_private_files(tmp_path, umask):
+    """safetensors' own writer creates 0600 files: model.safetensors came out 0600 beside a 0644
+    config.json, so a shared checkpoint folder was half unreadable to its group (issue #28)."""
+    from safetensors.torch import save_file
+
+    from lib.model.checkpoint import save_model_dir
+    from lib.model.config import LavenderConfig
+    from lib.model.lavender import LavenderModel
+
+    old = os.umask(umask)
+    try:
+        weights = write_atomic_path(tmp_path / "w.safetensors", lambda p: save_file({"a": torch.zeros(2)}, p))
+        text = write_text(tmp_path / "c.json", "{}")
+        config = LavenderConfig(
+            swin_size="custom", swin_embed_dim=8, swin_depths=(1, 1, 1, 1), swin_heads=(1, 1, 1, 1),
+            vocab_size=16, hidden_size=8, num_layers=1, num_heads=1, intermediate_size=8,
+        )  # fmt: skip
+        folder = save_model_dir(LavenderModel(config), tmp_path / "model")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for path in (weights, text, folder / "model.safetensors", folder / "config.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path.name

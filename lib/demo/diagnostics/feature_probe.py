@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 from lib.data.frames import normalize_frames
 from lib.demo.backbone import labelled_clips
@@ -33,8 +34,11 @@ def encode(
     run: Path, data: Path, ckpt: Path, n_clips: int
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, int]]]:
     """Mean-pooled Swin features and video tokens of the first `n_clips` train videos, and their labels."""
+    with safe_open(str(ckpt), "pt") as f:  # a Swin alone (the attribute pretraining's) or a whole model
+        swin_only = all(k.startswith("enc_img.swin.") for k in f)
+    weights = ["--vis_backbone_init", "3d", "--vis_backbone_ckpt"] if swin_only else ["--path_ckpt"]
     cfg = load_config(
-        ["--config", str(run / "model" / "args.json"), "--data_dir", str(data), "--path_ckpt", str(ckpt)]
+        ["--config", str(run / "model" / "args.json"), "--data_dir", str(data), *weights, str(ckpt)]
     )
     model = build_model(cfg).eval()
     clips, labels = labelled_clips(cfg, data, "train", train=False)
