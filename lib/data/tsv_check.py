@@ -62,8 +62,21 @@ def build_id2lineidx(tsv: TSVFile, check_first_frame: bool = True) -> dict[str, 
 # ---------------------------------------------------------------------------------------- inspection
 
 
+class _Checked:
+    """What every check report shares: ``ok`` when it found no problem, and a JSON-ready dict."""
+
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "ok": self.ok}
+
+
 @dataclass
-class TSVReport:
+class TSVReport(_Checked):
     """What :func:`inspect_tsv` found; ``problems`` is empty for a healthy file."""
 
     path: str
@@ -82,13 +95,6 @@ class TSVReport:
     bad_offsets: list[str] = field(default_factory=list)
     duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict:
-        return {**self.__dict__, "ok": self.ok}
 
     def to_text(self) -> str:
         frames = "-" if self.frames_min is None else f"min {self.frames_min}, max {self.frames_max}"
@@ -223,7 +229,7 @@ def _compare_offsets(report: TSVReport, indexed: np.ndarray, true: np.ndarray) -
 
 
 @dataclass
-class AudioTSVReport:
+class AudioTSVReport(_Checked):
     """What :func:`inspect_audio_tsv` found in an audio sidecar (``PREFIX.audio.tsv``, lib.data.audio)."""
 
     path: str
@@ -239,13 +245,6 @@ class AudioTSVReport:
     bad_offsets: list[str] = field(default_factory=list)
     duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict:
-        return {**self.__dict__, "ok": self.ok}
 
     def to_text(self) -> str:
         lines = [
