@@ -2,6 +2,8 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 SHARED ?= ../shared
+# When this make began: `make demo`'s 15-minute budget counts from here, so set-up is inside it.
+STARTED := $(shell date +%s.%N)
 
 .PHONY: setup demo test lint fmt bench clean
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lib.demo $(DEMO_ARGS)
+	$(PY) -m lib.demo --started_at $(STARTED) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

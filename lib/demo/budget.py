@@ -49,21 +49,43 @@ def test_to_val_items(task: Any, args: argparse.Namespace) -> float:
     return max(1.0, args.n_test / max(1, args.n_val))
 
 
+def fit_steps(usable_s: float, step_s: float, steps_per_epoch: int, epoch_s: float, max_epochs: int) -> int:
+    """The most optimizer steps (at most ``max_epochs`` epochs of ``steps_per_epoch``, the last one possibly
+    shorter) whose training at ``step_s`` each, plus ``epoch_s`` after every epoch (its evaluation and
+    checkpoint), fits ``usable_s``; 0 when not one step fits."""
+    best = 0
+    for epochs in range(1, max_epochs + 1):
+        steps = min(epochs * steps_per_epoch, int((usable_s - epochs * epoch_s) // step_s))
+        if steps <= (epochs - 1) * steps_per_epoch:  # this many epochs do not fit; more fit fewer steps
+            break
+        best = steps
+    return best
+
+
+def split_steps(steps: int, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, steps of the last epoch) of a run of ``steps`` optimizer steps in epochs of
+    ``steps_per_epoch`` (every epoch but the last whole)."""
+    epochs = max(1, -(-steps // steps_per_epoch))
+    return epochs, max(1, steps - (epochs - 1) * steps_per_epoch)
+
+
 def plan_length(
     left_s: float, step_s: float, steps_per_epoch: int, eval_s: float, max_epochs: int, stretch: bool = True
-) -> tuple[int, int]:
-    """(epochs, steps per epoch) that use ``SAFETY`` of ``left_s``, each epoch ending with an evaluation of
-    ``eval_s``: as many whole epochs of ``steps_per_epoch`` as fit (at least one, at most ``max_epochs``).
-    With ``stretch``, below ``max_epochs`` each epoch is then lengthened to use the remainder too (a budget
-    for 3.6 epochs trains 3 longer ones), and a budget for less than one epoch shortens it (to at least
-    ``min(MIN_STEPS, steps_per_epoch)`` steps)."""
+) -> tuple[int, int, int]:
+    """(epochs, steps per epoch, steps of the last epoch) that use ``SAFETY`` of ``left_s``, each epoch ending
+    with an evaluation of ``eval_s``: planned in steps, so the last epoch may be shorter than the others (at
+    most ``max_epochs`` epochs of ``steps_per_epoch``). Without ``stretch`` (a fixed ``steps_per_epoch``)
+    only whole epochs. At least one epoch of ``min(MIN_STEPS, steps_per_epoch)`` steps: when less than one
+    epoch fits, that epoch is shortened."""
     usable = SAFETY * left_s
-    epochs = int(min(max_epochs, max(1, usable // (steps_per_epoch * step_s + eval_s))))
-    fits = usable >= epochs * (steps_per_epoch * step_s + eval_s)
-    if not stretch or (epochs == max_epochs and fits):
-        return epochs, steps_per_epoch
-    steps = int((usable - epochs * eval_s) // (epochs * step_s))
-    return epochs, max(min(MIN_STEPS, steps_per_epoch), steps)
+    steps = fit_steps(usable, step_s, steps_per_epoch, eval_s, max_epochs)
+    if steps < steps_per_epoch:  # less than one epoch: one shorter epoch, never below MIN_STEPS
+        short = max(min(MIN_STEPS, steps_per_epoch), steps)
+        return 1, short, short
+    if not stretch:
+        return steps // steps_per_epoch, steps_per_epoch, steps_per_epoch
+    epochs, last = split_steps(steps, steps_per_epoch)
+    return epochs, steps_per_epoch, last
 
 
 def measure_and_plan(args: argparse.Namespace, argv: Sequence[str], started: float) -> dict[str, Any]:
@@ -89,23 +111,27 @@ def measure_and_plan(args: argparse.Namespace, argv: Sequence[str], started: flo
             test_s += seconds * test_to_val_items(task, args)
     left = args.budget_min * 60 - (time.perf_counter() - started) - test_s - REPORT_S
     epoch_eval_s = eval_s if cfg.eval_every == 1 else 0.0
-    epochs, steps_per_epoch = plan_length(
+    epochs, steps_per_epoch, last = plan_length(
         left, step_s, cfg.steps_per_epoch, epoch_eval_s, cfg.size_epoch, stretch=args.steps_per_epoch is None
     )
-    capped = epochs == cfg.size_epoch and steps_per_epoch == cfg.steps_per_epoch  # the config's length fits
+    capped = (epochs, steps_per_epoch, last) == (cfg.size_epoch,) + (cfg.steps_per_epoch,) * 2  # all fits
     plan = {
         "size_epoch": epochs,
         "steps_per_epoch": steps_per_epoch,
+        "last_epoch_steps": last,
         "time_budget_s": 0.0 if capped else max(1.0, TIME_BUDGET_SHARE * left),  # spent: stop when it can
         "source": f"{args.budget_min:g}-minute budget",
         "max_epochs": cfg.size_epoch,
-        "steps": epochs * steps_per_epoch,
+        "steps": (epochs - 1) * steps_per_epoch + last,
         "step_s": step_s,
         "eval_s": eval_s,
     }
+    shape = f"{epochs} epochs × {steps_per_epoch} steps" + (
+        f" (the last {last})" if last < steps_per_epoch else ""
+    )
     print(
-        f"      {1000 * step_s:.0f} ms per step, {eval_s:.0f} s per validation pass → {epochs} epochs × "
-        f"{steps_per_epoch} steps = {plan['steps']} steps (at most {cfg.size_epoch} × {cfg.steps_per_epoch})",
+        f"      {1000 * step_s:.0f} ms per step, {eval_s:.0f} s per validation pass → {shape} = "
+        f"{plan['steps']} steps (at most {cfg.size_epoch} × {cfg.steps_per_epoch})",
         flush=True,
     )
     return plan
@@ -124,51 +150,75 @@ def recorded_budget(run_dir: Path) -> float:
 
 
 class TimeBudget(Callback):
-    """After every epoch, re-fit the run's length to the epochs that ``seconds`` of training and evaluation
-    still allow at the pace measured in this run (an epoch's training plus, when it evaluates, its
-    evaluation), never fewer than those done; the learning-rate decay follows the new length
-    (``Trainer.set_length``). The pace is measured from the first epoch that draws every stream (a stream
-    with a later ``task_start`` changes the cost of an epoch); before it, the planned length stands. Times
-    are the slowest rank's. The seconds spent are saved in the run's checkpoints, so a resumed run goes on
-    spending the same budget."""
+    """Fit the run's length, to the step, into ``seconds`` of training and evaluation.
+
+    At the start of a fresh run it sets the planned length (``last_epoch_steps``: the plan's last epoch may be
+    shorter than the others). After every epoch it re-fits the rest at the pace measured in this run: seconds
+    per optimizer step (from the first epoch that draws every stream: a stream with a later ``task_start``
+    changes the cost of a step; before it, the planned length stands) and seconds between an epoch's last step
+    and the next one's first (its evaluation and checkpoint; ``epoch_s`` until measured), never shorter than
+    what is done. The learning-rate decay follows the new length (``Trainer.set_length``). Times are the
+    slowest rank's. The seconds spent are saved in the run's checkpoints, so a resumed run goes on spending
+    the same budget."""
 
     state_key = "time_budget"
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, last_epoch_steps: int | None = None, epoch_s: float = 0.0):
         self.seconds = seconds
+        self.last_epoch_steps = last_epoch_steps
+        self.epoch_s = epoch_s  # an epoch's evaluation + checkpoint, until this run measures it
         self.spent_before_s = 0.0  # training + evaluation seconds of earlier processes of this run
         self._started: float | None = None
-        self._pace_mark: tuple[int, float] | None = None  # (epoch, time) from which every stream is drawn
+        self._epoch_started: float | None = None
+        self._epoch_ended: float | None = None
+        self._paced = [0.0, 0]  # training seconds and steps of the epochs that drew every stream
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self._started = time.perf_counter()
+        fresh = trainer.global_step == 0 and trainer.micro_in_epoch == 0
+        if fresh and self.last_epoch_steps is not None and trainer.n_epochs > 0:
+            trainer.set_length(trainer.n_epochs, self.last_epoch_steps)
 
     def on_epoch_start(self, trainer: Trainer) -> None:
-        if (
-            self._pace_mark is None
-            and trainer.micro_in_epoch == 0
-            and max(trainer.schedule.start_epochs) <= trainer.epoch
-        ):
-            self._pace_mark = (trainer.epoch, time.perf_counter())
+        now = time.perf_counter()
+        if self._epoch_ended is not None:  # the evaluation and checkpoint of the epoch before
+            self.epoch_s = now - self._epoch_ended
+        full_epoch = trainer.micro_in_epoch == 0 and max(trainer.schedule.start_epochs) <= trainer.epoch
+        self._epoch_started = now if full_epoch else None
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        if self.seconds <= 0 or self._pace_mark is None or self._started is None:
-            return
         now = time.perf_counter()
-        spent, paced = (
+        self._epoch_ended = now
+        if self._epoch_started is not None:
+            self._paced[0] += now - self._epoch_started
+            self._paced[1] += trainer.epoch_steps(trainer.epoch - 1)
+        if self.seconds <= 0 or self._started is None or self._paced[1] == 0:
+            return
+        spent, train_s, epoch_s = (
             float(x)
-            for x in D.all_reduce_tensor(torch.tensor([now - self._started, now - self._pace_mark[1]]), "max")
-        )
-        eval_now = trainer.last_eval_s if trainer.cfg.eval_every > 0 else 0.0  # this epoch's, about to run
-        pace = (paced + eval_now) / (trainer.epoch - self._pace_mark[0])
-        left = self.seconds - self.spent_before_s - spent - eval_now
-        n_epochs = trainer.epoch + max(0, int(left // pace))
-        if n_epochs != trainer.n_epochs:
-            trainer.log.info(
-                f"time budget {self.seconds:.0f} s: {trainer.n_epochs} -> {n_epochs} epochs "
-                f"({pace:.1f} s per epoch here, {self.spent_before_s + spent:.0f} s spent)"
+            for x in D.all_reduce_tensor(
+                torch.tensor([now - self._started, self._paced[0], self.epoch_s]), "max"
             )
-            trainer.set_length(n_epochs)
+        )
+        step_s = max(train_s / self._paced[1], 1e-6)
+        left = (
+            self.seconds - self.spent_before_s - spent - epoch_s
+        )  # this epoch's evaluation is still to come
+        spe = trainer.schedule.steps_per_epoch
+        steps = fit_steps(left, step_s, spe, epoch_s, 10**6)
+        if steps > 0:
+            more, last = split_steps(steps, spe)
+            n_epochs = trainer.epoch + more
+        else:  # stop now: the epoch that just ended is the last (whole, unless it was the planned last)
+            n_epochs = trainer.epoch
+            last = trainer.last_epoch_steps if trainer.n_epochs == trainer.epoch else spe
+        if (n_epochs, last) != (trainer.n_epochs, trainer.last_epoch_steps):
+            trainer.log.info(
+                f"time budget {self.seconds:.0f} s: {trainer.total_steps} -> "
+                f"{trainer.global_step + max(0, steps)} steps ({1000 * step_s:.0f} ms per step and "
+                f"{epoch_s:.1f} s per evaluation here, {self.spent_before_s + spent:.0f} s spent)"
+            )
+            trainer.set_length(n_epochs, last)
 
     def state_dict(self) -> dict[str, Any]:
         this_process = 0.0 if self._started is None else time.perf_counter() - self._started

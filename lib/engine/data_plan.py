@@ -116,12 +116,14 @@ class StreamSchedule:
         return rng.choice(len(self.streams), size=self.micro_per_epoch, p=self.probs_at(epoch))
 
     def epoch_plan(
-        self, epoch: int, cursors: Sequence[StreamCursor]
+        self, epoch: int, cursors: Sequence[StreamCursor], micro_steps: int | None = None
     ) -> tuple[np.ndarray, list[StreamCursor]]:
-        """(micro_per_epoch, 3) array of (stream, stream_epoch, batch) and the cursors after the epoch."""
+        """(micro_steps, 3) array of (stream, stream_epoch, batch) and the cursors after the epoch: its first
+        ``micro_steps`` micro-steps (default: all ``micro_per_epoch``; fewer for a shortened last epoch)."""
+        choices = self.stream_choices(epoch)[: self.micro_per_epoch if micro_steps is None else micro_steps]
         cur = [StreamCursor(c.epoch, c.batch) for c in cursors]
-        plan = np.empty((self.micro_per_epoch, 3), dtype=np.int64)
-        for i, s in enumerate(self.stream_choices(epoch)):
+        plan = np.empty((len(choices), 3), dtype=np.int64)
+        for i, s in enumerate(choices):
             c = cur[s]
             plan[i] = (s, c.epoch, c.batch)
             c.batch += 1

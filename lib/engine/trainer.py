@@ -242,6 +242,7 @@ class Trainer:
         )
         self.cursors = [StreamCursor() for _ in self.streams]
         self.n_epochs = cfg.size_epoch  # a callback may change it (set_length)
+        self.last_epoch_steps = self.schedule.steps_per_epoch  # the final epoch's steps (set_length)
         self.total_steps = self.schedule.steps_per_epoch * self.n_epochs
         self.last_eval_s = 0.0  # seconds of the last epoch-end evaluation
         self.optimizer = build_optimizer(self.model, cfg)
@@ -291,6 +292,7 @@ class Trainer:
             "nonfinite_total": self.nonfinite_total,
             "last_metrics": self.last_metrics,
             "n_epochs": self.n_epochs,
+            "last_epoch_steps": self.last_epoch_steps,
             "callbacks": {c.state_key: c.state_dict() for c in self.callbacks},
             "world_size": self.dist.world_size,
             "streams": [s.name for s in self.streams],
@@ -355,7 +357,7 @@ class Trainer:
         self.nonfinite_total = state["nonfinite_total"]
         self.last_metrics = dict(state["last_metrics"])
         if "n_epochs" in state:
-            self.set_length(state["n_epochs"])
+            self.set_length(state["n_epochs"], state.get("last_epoch_steps"))
         saved = state.get("callbacks", {})
         for callback in self.callbacks:
             if callback.state_key in saved:
@@ -456,23 +458,37 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self)
 
-    def set_length(self, n_epochs: int) -> None:
-        """Train ``n_epochs`` epochs in all (at least the ``epoch`` ones done): from the scheduler's next step
-        the learning-rate decay ends with the new length, and streams that have not started yet
-        (``task_start``) join at their fraction of it. Every rank must set the same length."""
-        if n_epochs < self.epoch:
-            raise ValueError(f"a run at epoch {self.epoch} cannot end after {n_epochs} epochs")
+    def set_length(self, n_epochs: int, last_epoch_steps: int | None = None) -> None:
+        """Train ``n_epochs`` epochs in all (at least the ``epoch`` ones done), the last of them
+        ``last_epoch_steps`` optimizer steps long (default: a whole epoch; at least 1), so that a run's length
+        is set to the step: from the scheduler's next step the learning-rate decay ends with the new length,
+        and streams that have not started yet (``task_start``) join at their fraction of it. Every rank must
+        set the same length."""
+        full = self.schedule.steps_per_epoch
+        last = full if last_epoch_steps is None else int(last_epoch_steps)
+        if n_epochs < self.epoch or not 1 <= last <= full:
+            raise ValueError(
+                f"a run at epoch {self.epoch} cannot end after {n_epochs} epochs with {last} steps in the "
+                f"last (1 to {full})"
+            )
+        if n_epochs == self.epoch + 1 and self.micro_in_epoch > last * self.cfg.grad_accum:
+            raise ValueError(f"epoch {self.epoch} has already run past {last} steps")
         self.n_epochs = n_epochs
+        self.last_epoch_steps = last
         self.schedule.refit(n_epochs, self.epoch)
-        self.total_steps = self.schedule.steps_per_epoch * n_epochs
+        self.total_steps = full * max(0, n_epochs - 1) + last if n_epochs > 0 else 0
         for fn in self.scheduler.lr_lambdas:  # the linear decay now ends with the new length
             fn.total_steps = self.total_steps
+
+    def epoch_steps(self, epoch: int) -> int:
+        """Optimizer steps of ``epoch`` (the last one may be shorter: ``set_length``)."""
+        return self.last_epoch_steps if epoch == self.n_epochs - 1 else self.schedule.steps_per_epoch
 
     def _train_epoch(self) -> None:
         cfg, accum = self.cfg, self.cfg.grad_accum
         self._call("on_epoch_start")
-        plan, end_cursors = self.schedule.epoch_plan(self.epoch, self.cursors)
-        steps = self.schedule.steps_per_epoch
+        steps = self.epoch_steps(self.epoch)
+        plan, end_cursors = self.schedule.epoch_plan(self.epoch, self.cursors, steps * accum)
         self.wrapped.train()
         window = _Window()
         micro: list[_Micro] = []

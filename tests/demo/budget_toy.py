@@ -1,5 +1,5 @@
-"""tests/engine/toy_train.py under the demo's time budget: ``--budget_s S`` (lib.demo.budget.TimeBudget) and
-toy_train's own arguments."""
+"""tests/engine/toy_train.py under the demo's time budget: ``--budget_s S`` (lib.demo.budget.TimeBudget; 0 =
+set the plan, never re-fit), ``--last_epoch_steps N`` (the plan's last epoch), toy_train's own arguments."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from lib.demo.budget import TimeBudget  # noqa: E402
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    at = argv.index("--budget_s")
-    seconds = float(argv[at + 1])
-    main(argv[:at] + argv[at + 2 :], callbacks=[TimeBudget(seconds)])
+    own = {}
+    for key in ("--budget_s", "--last_epoch_steps"):
+        if key in argv:
+            at = argv.index(key)
+            own[key] = argv[at + 1]
+            argv = argv[:at] + argv[at + 2 :]
+    last = int(own["--last_epoch_steps"]) if "--last_epoch_steps" in own else None
+    main(argv, callbacks=[TimeBudget(float(own["--budget_s"]), last)])
