@@ -122,10 +122,13 @@ def long_data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def long_args(long_data, minilm_dir, tmp_path) -> list[str]:
-    """A tiny HTWA model on ``long_data``: 2 clips x 4 frames of 32 px, 2 MiniLM fusion layers, CPU."""
+    """A tiny HTWA model on ``long_data``: 2 clips x 4 frames of 32 px, a random 2-layer 32-wide fusion
+    encoder (MiniLM's vocabulary and tokenizer), CPU."""
     return [
         "--data_dir", str(long_data), "--dataset", "long",
         "--txt_backbone", str(minilm_dir), "--fusion_encoder", str(minilm_dir), "--fusion_layers", "2",
+        "--fusion_encoder_rand_init", "true", "--fusion_hidden_size", "32", "--fusion_heads", "2",
+        "--fusion_intermediate_size", "64",
         "--vis_backbone_size", "custom", "--vis_embed_dim", "16", "--vis_depths", "[1, 1, 1, 1]",
         "--vis_heads", "[1, 2, 2, 4]", "--vis_window", "[8, 4, 4]", "--vis_temporal_windows", "[2, 4, 8, 8]",
         "--vis_local_window", "4", "--vis_backbone_init", "random", "--kinetics", "-1",

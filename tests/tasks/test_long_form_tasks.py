@@ -49,3 +49,37 @@ def test_paragraph_retrieval_trains_both_paths_and_ranks_dual_and_reranked(long_
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
     train = [r for r in log if any(k.endswith("mtc_loss") for k in r)]
     assert len(train) == 2 and all(r["vtm_loss"] > 0 and r["global_loss"] > 0 for r in train)  # stage 0: both
+
+
+def test_long_qa_reads_how2qa_rows_with_subtitles_and_answers_at_the_mask(long_args, tokenizer):
+    from lib.tasks.long_form.qa import LongQATask, with_subtitle
+
+    args = [*long_args, "--task", "long-qa", "--size_option", "3", "--size_txt", "40"]
+    final = run("long-qa", [*args, "--type", "long-qa"])
+    assert final["long-qa/test/n_items"] == 2 and final["long-qa/test/acc"] in (0.0, 50.0, 100.0)
+    task = LongQATask(load_config(args), tokenizer)
+    first = task.ann["train"][0]
+    assert (first.video, first.options, first.answer) == ("long_0", ("green", "blue", "yellow"), 0)
+    assert first.subtitle == "now watch closely"
+    row = tokenizer.decode(task.layout([first], [0]).ids[0])
+    assert "subtitles : now watch closely" in row and "option 2 : yellow" in row
+    # a long subtitle is cut, never an option
+    cut = with_subtitle(tokenizer, "what?", ["a", "b"], "word " * 100, 20)
+    assert len(tokenizer(cut + " [SEP] option 0: a [SEP] option 1: b")["input_ids"]) - 2 <= 19
+    assert cut.startswith("what? [SEP] subtitles: word")
+
+
+def test_long_classification_reads_coin_and_predicts_class_names(long_args, tokenizer):
+    from lib.tasks.long_form.classification import LongClassificationTask
+
+    final = run("long-classification", [*long_args, "--type", "long-classification", "--task", "long-cls"])
+    assert final["long-cls/test/n_items"] == 2 and final["long-cls/test/n_classes"] == 4
+    assert 0 <= final["long-cls/test/acc"] <= final["long-cls/test/acc_top5"] == 100.0  # 4 classes
+    task = LongClassificationTask(load_config([*long_args, "--task", "long-cls"]), tokenizer)
+    assert task.classes == [
+        "red opening",
+        "yellow opening",
+        "green opening",
+        "blue opening",
+    ]  # COIN's CamelCase
+    assert [r.video for r in task.ann["test"]] == ["long_4", "long_5"]  # subset testing -> test
