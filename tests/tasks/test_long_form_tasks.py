@@ -7,14 +7,18 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from conftest import LONG_ORDERS
 
+from lib.api import Lavender
 from lib.engine.config import ConfigError, load_config
+from lib.predict import main as predict_main
+from lib.tasks.long_form.paragraph_retrieval import ParagraphRetrievalTask
 from lib.tasks.run import run
 
 
 def test_long_form_keys_are_validated_and_documented(long_args, tokenizer):
     from lib.engine.config import help_text
-    from lib.tasks.long_form.paragraph_retrieval import ParagraphRetrievalTask
 
     for bad, message in (
         (["--long_stage", "3"], "long_stage"),
@@ -34,7 +38,9 @@ def test_long_form_keys_are_validated_and_documented(long_args, tokenizer):
         )
 
 
-def test_paragraph_retrieval_trains_both_paths_and_ranks_dual_and_reranked(long_args, tmp_path):
+def test_paragraph_retrieval_trains_both_paths_and_ranks_dual_and_reranked(
+    long_args, long_data, tmp_path, capsys
+):
     args = [*long_args, "--type", "paragraph-retrieval", "--task", "long-para", "--long_stage", "0",
             "--retrieval_mode", "rerank", "--rerank_k", "1"]  # fmt: skip
     final = run("paragraph-retrieval", args)
@@ -50,8 +56,33 @@ def test_paragraph_retrieval_trains_both_paths_and_ranks_dual_and_reranked(long_
     train = [r for r in log if any(k.endswith("mtc_loss") for k in r)]
     assert len(train) == 2 and all(r["vtm_loss"] > 0 and r["global_loss"] > 0 for r in train)  # stage 0: both
 
+    # the checkpoint predicts from video files through the API and the command line ...
+    folder = tmp_path / "out" / "model"
+    api = Lavender.from_pretrained(folder, device="cpu")
+    assert api.tasks["paragraph-retrieval"] == ["long-para"]
+    files = [long_data / "videos" / f"long_{i}.mp4" for i in (4, 5)]
+    paragraphs = [{"paragraph": [f"the screen turns {c}." for c in LONG_ORDERS[i]]} for i in (4, 5)]
+    outputs = api.predict("paragraph-retrieval", files, paragraphs)
+    assert all(-1 <= o["similarity"] <= 1 and 0 <= o["score"] <= 1 for o in outputs)
+    # ... with what the task's evaluation computes from the frame store's rows of the same videos
+    cfg = load_config([*args, "--path_ckpt", str(folder)])
+    task = ParagraphRetrievalTask(cfg, api.tok)
+    with torch.no_grad():
+        _, feats, masks = task.encode_videos(api.model, task.ann["test"])
+        direct = task.make_predictor(api.model).predict(feats, masks, paragraphs)
+    for got, want in zip(outputs, direct):
+        assert got == pytest.approx(want, abs=1e-5)
+    argv = ["--ckpt", str(folder), "--device", "cpu", "run", "paragraph-retrieval", str(files[0])]
+    assert predict_main([*argv, "--input", json.dumps(paragraphs[0])]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["task"] == "paragraph-retrieval" and line["score"] == pytest.approx(
+        outputs[0]["score"], abs=1e-5
+    )
 
-def test_long_qa_reads_how2qa_rows_with_subtitles_and_answers_at_the_mask(long_args, tokenizer):
+
+def test_long_qa_reads_how2qa_rows_with_subtitles_and_answers_at_the_mask(
+    long_args, long_data, tokenizer, tmp_path
+):
     from lib.tasks.long_form.qa import LongQATask, with_subtitle
 
     args = [*long_args, "--task", "long-qa", "--size_option", "3", "--size_txt", "40"]
@@ -67,9 +98,14 @@ def test_long_qa_reads_how2qa_rows_with_subtitles_and_answers_at_the_mask(long_a
     cut = with_subtitle(tokenizer, "what?", ["a", "b"], "word " * 100, 20)
     assert len(tokenizer(cut + " [SEP] option 0: a [SEP] option 1: b")["input_ids"]) - 2 <= 19
     assert cut.startswith("what? [SEP] subtitles: word")
+    api = Lavender.from_pretrained(tmp_path / "out" / "model", device="cpu")
+    video = long_data / "videos" / "long_4.mp4"
+    question = {"question": "what colour comes after red?", "options": ["blue", "red", "green"]}
+    out = api.predict("long-qa", video, {**question, "subtitle": "now watch closely"})
+    assert out["answer"] in ("blue", "red", "green") and sum(out["scores"]) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_long_classification_reads_coin_and_predicts_class_names(long_args, tokenizer):
+def test_long_classification_reads_coin_and_predicts_class_names(long_args, long_data, tokenizer, tmp_path):
     from lib.tasks.long_form.classification import LongClassificationTask
 
     final = run("long-classification", [*long_args, "--type", "long-classification", "--task", "long-cls"])
@@ -83,3 +119,6 @@ def test_long_classification_reads_coin_and_predicts_class_names(long_args, toke
         "blue opening",
     ]  # COIN's CamelCase
     assert [r.video for r in task.ann["test"]] == ["long_4", "long_5"]  # subset testing -> test
+    api = Lavender.from_pretrained(tmp_path / "out" / "model", device="cpu")
+    outputs = api.predict("long-classification", [long_data / "videos" / f"long_{i}.mp4" for i in (4, 5)])
+    assert all(o["label"] in task.classes and len(o["top"]) == 4 for o in outputs)
