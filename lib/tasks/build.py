@@ -143,11 +143,12 @@ def build_model(cfg: Config, tokenizer=None) -> LavenderModel:
         )
     for name, report in getattr(model, "load_reports", {}).items():
         logger.info("%s weights: %s", name, report)
+    stage_frozen = long_form_stage_frozen(cfg, model)  # a config error before any weights are read
     if cfg.path_ckpt:
         path = Path(require_existing(cfg.path_ckpt, "path_ckpt"))
         weights = path / MODEL_WEIGHTS if path.is_dir() else path
         check_fit(model, load_checkpoint(model, weights, strict=False), cfg.ckpt_partial)
-    freeze_params(model, [*cfg.freeze_params, *long_form_stage_frozen(cfg, model)])
+    freeze_params(model, [*cfg.freeze_params, *stage_frozen])
     return model
 
 

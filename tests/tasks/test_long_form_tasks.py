@@ -122,3 +122,36 @@ def test_long_classification_reads_coin_and_predicts_class_names(long_args, long
     api = Lavender.from_pretrained(tmp_path / "out" / "model", device="cpu")
     outputs = api.predict("long-classification", [long_data / "videos" / f"long_{i}.mp4" for i in (4, 5)])
     assert all(o["label"] in task.classes and len(o["top"]) == 4 for o in outputs)
+
+
+def test_stage_two_trains_the_matching_head_on_frozen_stage_one_weights(long_args, tmp_path):
+    from safetensors.torch import load_file
+
+    from lib.tasks.build import build_model
+
+    text_layers = ["--txt_backbone_embed_only", "false", "--txt_layers", "2", "--steps_per_epoch", "1"]
+    base = [*long_args, *text_layers, "--type", "paragraph-retrieval", "--task", "long-para"]
+    one = tmp_path / "one"
+    stage1 = run("paragraph-retrieval", [*base, "--long_stage", "1", "--path_output", str(one)])
+    assert "long-para/test/rerank/t2v_R1" not in stage1  # stage 1 trains no matching head: dual only
+    with pytest.raises(ConfigError, match="path_ckpt"):
+        build_model(load_config([*base, "--long_stage", "2"]))
+    with pytest.raises(ConfigError, match="text-only layers"):
+        build_model(load_config([*long_args, "--long_stage", "2", "--path_ckpt", str(one / "model")]))
+    two = tmp_path / "two"
+    args = [*base, "--long_stage", "2", "--path_ckpt", str(one / "model"), "--retrieval_mode", "rerank"]
+    final = run("paragraph-retrieval", [*args, "--path_output", str(two)])
+    assert "long-para/test/rerank/t2v_R1" in final
+    before, after = (
+        load_file(one / "model" / "model.safetensors"),
+        load_file(two / "model" / "model.safetensors"),
+    )
+    stage_one = [k for k in before if k.split(".")[0] in ("enc_img", "enc_txt", "vtc", "long_form")]
+    assert any(k.startswith("enc_txt.txt_trsfr.") for k in stage_one) and any(
+        k.startswith("long_form.") for k in stage_one
+    )
+    assert all(torch.equal(before[k], after[k]) for k in stage_one)  # frozen
+    assert not torch.equal(
+        before["trsfr.layer.0.attention.self.query.weight"],
+        after["trsfr.layer.0.attention.self.query.weight"],
+    )
