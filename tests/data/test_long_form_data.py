@@ -107,10 +107,10 @@ def test_whole_video_frames_spread_over_consecutive_clips():
 def test_span_frames_lie_within_their_span_or_are_the_nearest():
     times = [0.5 * i for i in range(20)]  # a frame every half second, 0 .. 9.5 s
     indices = span_indices(times, [(0.0, 2.0), (6.0, 6.2), (3.1, 3.3), (4.0, 4.0)], 4, train=False)
-    assert indices[:4] == [0, 1, 3, 4]  # 5 frames inside (0..2 s): 4 evenly spaced
+    assert indices[:4] == [0, 1, 2, 3]  # 4 frames inside [0, 2) s; the one at 2.0 s is the next span's
     assert indices[4:8] == [12] * 4  # one frame inside: repeated
     assert indices[8:12] == [6] * 4  # none inside: the nearest to the middle (3.2 s -> 3.0 s)
-    assert indices[12:] == [8] * 4  # an instant
+    assert indices[12:] == [8] * 4  # an instant: no frame inside, the nearest
     assert stored_times(3, 8.0) == [2.0, 4.0, 6.0]
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import LONG_ORDERS
+from conftest import LONG_COLORS, LONG_ORDERS
 
 from lib.api import Lavender
 from lib.engine.config import ConfigError, load_config
@@ -155,3 +155,30 @@ def test_stage_two_trains_the_matching_head_on_frozen_stage_one_weights(long_arg
         before["trsfr.layer.0.attention.self.query.weight"],
         after["trsfr.layer.0.attention.self.query.weight"],
     )
+
+
+def test_clips_within_activitynet_timestamps_show_their_sentences_segment(long_args, tokenizer):
+    """4 clips x 2 frames, ``long_sampling timestamps``: clip k's frames lie in sentence k's span, so they
+    show segment k's colour (the row's frame times come from the long-video extractor)."""
+    four = [
+        "--long_clips",
+        "4",
+        "--long_frames_per_clip",
+        "2",
+        "--long_sampling",
+        "timestamps",
+        "--long_stage",
+        "0",
+    ]
+    cfg = load_config([*long_args, "--task", "long-para", *four])
+    task = ParagraphRetrievalTask(cfg, tokenizer)
+    records = task.ann["train"]
+    batch = task.collate_train([task.dataset(records, train=True)[i] for i in range(len(records))])
+    assert batch["clip_index"].tolist() == [[0, 0, 1, 1, 2, 2, 3, 3]] * 4
+    for b, record in enumerate(records):
+        order = LONG_ORDERS[int(record.video.split("_")[1])]
+        assert record.sentences == tuple(f"the screen turns {c}." for c in order)  # read as it is
+        colours = batch["video"][b].float().mean(dim=(2, 3))  # (frames, 3)
+        for t, k in enumerate(batch["clip_index"][b].tolist()):
+            assert torch.allclose(colours[t], torch.tensor(LONG_COLORS[order[k]], dtype=torch.float), atol=12)
+    assert batch["paragraph"].sentence_valid.sum().item() == 16 and batch["layout"].ids.shape[0] == 16
