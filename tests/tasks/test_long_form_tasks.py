@@ -4,7 +4,9 @@ the public releases lay them (ActivityNet Captions' folder, How2QA-style rows, C
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,3 +184,78 @@ def test_clips_within_activitynet_timestamps_show_their_sentences_segment(long_a
         for t, k in enumerate(batch["clip_index"][b].tolist()):
             assert torch.allclose(colours[t], torch.tensor(LONG_COLORS[order[k]], dtype=torch.float), atol=12)
     assert batch["paragraph"].sentence_valid.sum().item() == 16 and batch["layout"].ids.shape[0] == 16
+
+
+# --------------------------------------------------------------------------------------------------------
+# 2 gloo ranks == 1 rank on paragraph retrieval (stage 1: the losses gathered over ranks; the evaluation)
+# --------------------------------------------------------------------------------------------------------
+
+TWO_RANKS = """
+import json, random, sys
+import torch
+from lib.engine import distributed as D
+from lib.engine.config import load_config
+from lib.tasks.build import build_model
+from lib.tasks.common import load_tokenizer
+from lib.tasks.long_form.paragraph_retrieval import ParagraphRetrievalTask
+
+out = sys.argv[1]
+cfg = load_config(json.load(open(f"{out}/argv.json")))
+D.init_distributed(force_process_group=True)
+rank, world = D.get_rank(), D.get_world_size()
+tok = load_tokenizer(cfg.txt_backbone)
+torch.manual_seed(0)
+model = build_model(cfg, tok).eval()  # no dropout / drop path: the torch RNG draws only MTC's plan
+task = ParagraphRetrievalTask(cfg, tok)
+data = task.dataset(task.ann["train"], train=False)
+items = [data[i] for i in range(4)]
+
+def step(part):
+    random.seed(1)
+    torch.manual_seed(1)  # the plan: rank 0's draw (broadcast) = the one process's draw
+    model.zero_grad()
+    found = task.step(model, task.collate_train(part))
+    found["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return found["loss"].detach(), grads
+
+with torch.no_grad():
+    metrics = task.evaluate(model, "train")
+loss, grads = step(items[2 * rank : 2 * rank + 2])
+for g in grads.values():  # DDP's average
+    torch.distributed.all_reduce(g)
+    g /= world
+torch.distributed.all_reduce(loss)
+result = {"loss": loss.item() / world, "metrics": metrics}
+torch.distributed.destroy_process_group()
+if rank == 0:  # one process, the four samples, the same plan
+    with torch.no_grad():
+        result["single_metrics"] = task.evaluate(model, "train")
+    single, single_grads = step(items)
+    result["single_loss"] = single.item()
+    result["names"] = sorted(single_grads)
+    result["grad_diff"] = max((grads[n] - g).abs().max().item() for n, g in single_grads.items())
+    result["grad_norm"] = max(g.abs().max().item() for g in single_grads.values())
+json.dump(result, open(f"{out}/rank{rank}.json", "w"))
+"""
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_equal_one_rank_on_paragraph_retrieval(long_args, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "gloo_ranks", Path(__file__).parents[1] / "model" / "gloo_ranks.py"
+    )
+    gloo_ranks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gloo_ranks)
+    argv = [*long_args, "--type", "paragraph-retrieval", "--task", "long-para", "--long_stage", "1",
+            "--retrieval_mode", "rerank", "--rerank_k", "2", "--mtc_num_other", "2"]  # fmt: skip
+    (tmp_path / "argv.json").write_text(json.dumps(argv))
+    zero, one = gloo_ranks.run_two_ranks(TWO_RANKS, tmp_path)
+    assert zero["loss"] == one["loss"] == pytest.approx(zero["single_loss"], abs=1e-5)
+    assert any(n.startswith("long_form.proj_video") for n in zero["names"])  # MTC reached the clip features
+    assert any(n.startswith("enc_img.swin") for n in zero["names"])
+    assert zero["grad_diff"] <= 1e-5 * max(1.0, zero["grad_norm"])
+    timeless = [{k: v for k, v in r["metrics"].items() if k != "seconds"} for r in (zero, one)]
+    assert timeless[0] == timeless[1] and timeless[0]["n_texts"] == 4
+    for key in ("dual/t2v_R1", "rerank/t2v_R1", "t2v_MeanR", "v2t_MeanR", "rerank/fusion_pairs", "n_texts"):
+        assert zero["metrics"][key] == pytest.approx(zero["single_metrics"][key]), key
