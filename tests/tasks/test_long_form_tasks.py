@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LONG_COLORS, LONG_ORDERS
+from long_form_data import LONG_COLORS, LONG_ORDERS
 
 from lib.api import Lavender
 from lib.engine.config import ConfigError, load_config

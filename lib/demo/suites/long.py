@@ -170,16 +170,18 @@ def build_data(folder: Path, seed: int, n_train: int, n_groups: int, n_orders: i
 
 
 def common_argv(data: Path, out: Path, args: argparse.Namespace) -> list[str]:
-    """What both models share: the data, the text side (MiniLM), the Swin's size, the optimisation."""
+    """What both models share: the data, the text side (a random 64-wide fusion encoder, MiniLM's vocabulary),
+    the Swin's size, the optimisation."""
     return [
         "--type", "multi-task", "--task", "demolong", "--dataset", DATASET, "--data_dir", str(data),
-        "--txt_backbone", "all-MiniLM-L6-v2", "--fusion_encoder", "all-MiniLM-L6-v2", "--fusion_layers", "2",
+        "--txt_backbone", "all-MiniLM-L6-v2", "--fusion_encoder", "all-MiniLM-L6-v2",
+        "--fusion_encoder_rand_init", "true", "--fusion_hidden_size", "64", "--fusion_heads", "4",
+        "--fusion_intermediate_size", "128", "--fusion_layers", "4",
         "--fusion_dropout", "0", "--video_attends_text", "false",
         "--vis_backbone_size", "custom", "--vis_embed_dim", "32", "--vis_depths", "[1, 1, 1]",
         "--vis_heads", "[2, 4, 8]", "--vis_backbone_init", "random", "--kinetics", "-1",
         "--vis_drop_path", "0",
         "--size_img", str(SIZE), "--max_size_patch", "2", "--size_batch", "8",
-        "--freeze_params", '["enc_txt.emb_txt.word_embeddings", "fc_mtm.predictions.decoder.weight"]',
         "--lr", str(args.lr), "--vis_backbone_lr_mul", "2", "--warmup_ratio", "0.05", "--decay", "0.001",
         "--size_epoch", str(args.epochs), "--steps_per_epoch", str(args.steps // args.epochs),
         "--n_workers", "0", "--precision", args.precision, "--find_unused_parameters", "true",
