@@ -198,7 +198,9 @@ SCHEMA: tuple[Key, ...] = (
         "long-form training stage (LF-VILA): 1 = the dual path (global video-paragraph InfoNCE + MTC); 2 = "
         "the MLM head on the fusion ([MASK] matching / answers / class names) with every stage-1 weight "
         "frozen (video encoder, text encoder, contrastive and long-form heads; needs path_ckpt and text "
-        "layers: txt_backbone_embed_only false); 0 = both at once, nothing frozen", (0, 1, 2)),
+        "layers: txt_backbone_embed_only false); 0 = both at once, nothing frozen. What is frozen follows "
+        "the top-level value of a multi-task config (one model); an entry's value picks its task's losses",
+        (0, 1, 2)),
     Key("mtc_weight", float, 0.25, "long-form stage 1: weight of MTC beside global InfoNCE (LF-VILA: 0.25)"),
     Key("mtc_num_key", int, 2, "MTC: query positions (sentences; or clips) per sample (LF-VILA: 2)"),
     Key("mtc_num_value", int, 2, "MTC: candidate positions of the other modality per sample (LF-VILA: 2)"),
