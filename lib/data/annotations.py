@@ -15,6 +15,11 @@ kind           split contents
 ``paragraph``  ``[{"video", "sentences" (or "caption"), "timestamps"?: [[start, end], ...], "duration"?}]``;
                also three public layouts, read as they are: ActivityNet Captions, DiDeMo (the
                collaborative-experts split) and LF-VILA's jsonl (:func:`read_paragraph_source`)
+``long_qa``    ``qa_choice`` items with an optional ``"subtitle"`` (a string or a list of strings / of
+               ``{"text"}``); TVQA / How2QA-style rows (``vid_name``, ``q``, ``a0``.., ``answer_idx``,
+               ``sub``) are read as they are
+``classification``  ``[{"video", "label": class name}]``; or COIN's ``COIN.json`` as it is
+               (``{"database": {video: {"class", "subset": training | testing, ...}}}``: train / test)
 =============  ===============================================================================================
 
 Every problem raises :class:`AnnotationError` naming the file, split, item and key. With ``on_error="skip"``
@@ -49,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 EVAL_SPLITS = ("val", "test")
-KINDS = ("pretrain", "retrieval", "caption", "qa_open", "qa_choice", "paragraph")
+KINDS = ("pretrain", "retrieval", "caption", "qa_open", "qa_choice", "paragraph", "long_qa", "classification")
 METADATA_KEYS = {"qa_open": ("vocab", "ans2label")}
 
 OnError = Literal["raise", "skip"]
@@ -450,6 +455,8 @@ def load_annotations(
     path = Path(path)
     if kind == "paragraph":
         obj = read_paragraph_source(path)
+    elif kind == "classification":
+        obj = read_classification_source(path)
     else:
         obj = read_alpro_folder(path, kind) if is_alpro_folder(path) else read_json_object(path)
     present = [s for s in SPLITS if s in obj]
@@ -865,3 +872,94 @@ def _descriptions(value: Any) -> Any:
     if not isinstance(value, list):
         return value
     return [" ".join(map(str, d)) if isinstance(d, list | tuple) else d for d in value]
+
+
+# ------------------------------------------------------------------- long-form QA (subtitles) and classes
+
+
+@dataclass(frozen=True, slots=True)
+class LongChoiceItem:
+    """A multiple-choice question about a long video, with the subtitle text around it (may be empty)."""
+
+    video: str
+    question: str
+    options: tuple[str, ...]
+    answer: int
+    subtitle: str = ""
+
+
+TVQA_KEYS = {"vid_name": "video", "q": "question", "answer_idx": "answer", "sub": "subtitle"}
+"""TVQA / How2QA (HERO) row keys -> ours; options ``a0``, ``a1``, ... become ``option_0``, ...."""
+
+
+def _subtitle_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list):
+        parts = [v.get("text") if isinstance(v, dict) else v for v in value]
+        if all(isinstance(p, str) for p in parts):
+            return " ".join(p.strip() for p in parts if p.strip())
+    raise _ItemError("subtitle", f"expected a string or a list of strings / {{text}}, got {value!r:.60}")
+
+
+def _parse_long_choice(raw: Any, ctx: _FileContext) -> LongChoiceItem:
+    obj = dict(_as_object(raw))
+    if "vid_name" in obj or "a0" in obj:  # TVQA / How2QA style
+        obj = {TVQA_KEYS.get(k, k): v for k, v in obj.items()}
+        k = 0
+        while f"a{k}" in obj:
+            obj[f"option_{k}"] = obj.pop(f"a{k}")
+            k += 1
+    base = _parse_choice(obj, ctx)
+    subtitle = _subtitle_text(obj.get("subtitle", obj.get("subtitles")))
+    return LongChoiceItem(base.video, base.question, base.options, base.answer, subtitle)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassItem:
+    """A video and its class name (the words the MLM head predicts)."""
+
+    video: str
+    label: str
+
+
+def _parse_class(raw: Any, ctx: _FileContext) -> ClassItem:
+    obj = _as_object(raw)
+    return ClassItem(_string(obj, "video"), " ".join(_string(obj, "label").split()))
+
+
+_PARSERS["long_qa"] = (LongChoiceItem, _parse_long_choice)
+_PARSERS["classification"] = (ClassItem, _parse_class)
+
+COIN_SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
+
+
+def class_words(name: str) -> str:
+    """A class name as words: COIN's CamelCase ("MakeFrenchFries") -> "make french fries"."""
+    return " ".join(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name.replace("_", " ")).lower().split())
+
+
+def read_classification_source(path: str | os.PathLike) -> dict[str, Any]:
+    """Classification annotations as ``{split: [{"video", "label"}]}``: our file as it is, or COIN's
+    ``COIN.json`` (``{"database": {video: {"class", "subset", ...}}}``, subsets training / testing; class
+    names become words with :func:`class_words`)."""
+    path = Path(path)
+    obj = read_json_object(path)
+    if "database" not in obj:
+        return obj
+    database = obj["database"]
+    if not isinstance(database, dict):
+        raise AnnotationError(path, f"expected {{video: {{class, subset}}}}, got {_type_name(database)}",
+                              key="database")  # fmt: skip
+    out: dict[str, list[Any]] = {}
+    for video, entry in database.items():
+        if not isinstance(entry, dict) or entry.get("subset") not in COIN_SUBSETS:
+            raise AnnotationError(
+                path, f"expected {{class, subset: {' | '.join(COIN_SUBSETS)}}}, got {entry!r:.80}", key=video
+            )
+        label = entry.get("class")
+        item = {"video": video, "label": class_words(label) if isinstance(label, str) else label}
+        out.setdefault(COIN_SUBSETS[entry["subset"]], []).append(item)
+    return out

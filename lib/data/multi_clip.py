@@ -76,12 +76,13 @@ def span_indices(
 ) -> list[int]:
     """For stored frames shown at ``times`` (ascending), ``frames_per_clip`` stored-frame indices within each
     span, span after span: sampled among the frames inside it by LAVENDER's rule (repeated when fewer),
-    or the frame nearest to its middle when none falls inside."""
+    or the frame nearest to its middle when none falls inside. A span is half-open, ``[start, end)``: a
+    frame shown at exactly ``end`` belongs to what comes next (the next sentence, when spans abut)."""
     if not times:
         raise ValueError("a clip needs at least one stored frame (the row has none)")
     indices: list[int] = []
     for start, end in spans:
-        first, last = bisect.bisect_left(times, start), bisect.bisect_right(times, end)
+        first, last = bisect.bisect_left(times, start), bisect.bisect_left(times, end)
         if last > first:
             picks = sample_frame_indices(last - first, frames_per_clip, train, rng)
             indices += [first + i for i in (picks * frames_per_clip)[:frames_per_clip]]

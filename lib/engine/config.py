@@ -184,6 +184,32 @@ SCHEMA: tuple[Key, ...] = (
     Key("max_sentences", int, 8, "long-form: sentences of a paragraph (the sentence-index embeddings)"),
     Key("sentence_layers", int, 0,
         "long-form: text layers that run per sentence before the paragraph layers (0 = half of them)"),
+    Key("long_clips", int, 4,
+        "long-form tasks: consecutive clips per video (LF-VILA: 4); size_frame must be long_clips x "
+        "long_frames_per_clip, the frames of one sample"),
+    Key("long_frames_per_clip", int, 8, "long-form tasks: frames per clip (LF-VILA: 8, so 32 per sample)"),
+    Key("long_sampling", str, "whole",
+        "long-form paragraphs: clips spread over the whole video (paragraph retrieval, LF-VILA), or one clip "
+        "within each sentence's timestamps (ActivityNet; a row without frame times needs the duration)",
+        ("whole", "timestamps")),
+    Key("long_size_sentence", int, 50,
+        "long-form paragraphs: tokens per sentence with its [CLS] and [SEP] in the dual path (LF-VILA: 50)"),
+    Key("long_stage", int, 1,
+        "long-form training stage (LF-VILA): 1 = the dual path (global video-paragraph InfoNCE + MTC); 2 = "
+        "the MLM head on the fusion ([MASK] matching / answers / class names) with every stage-1 weight "
+        "frozen (video encoder, text encoder, contrastive and long-form heads; needs path_ckpt and text "
+        "layers: txt_backbone_embed_only false); 0 = both at once, nothing frozen. What is frozen follows "
+        "the top-level value of a multi-task config (one model); an entry's value picks its task's losses",
+        (0, 1, 2)),
+    Key("mtc_weight", float, 0.25, "long-form stage 1: weight of MTC beside global InfoNCE (LF-VILA: 0.25)"),
+    Key("mtc_num_key", int, 2, "MTC: query positions (sentences; or clips) per sample (LF-VILA: 2)"),
+    Key("mtc_num_value", int, 2, "MTC: candidate positions of the other modality per sample (LF-VILA: 2)"),
+    Key("mtc_num_other", int, 3,
+        "MTC: extra negatives per sample, each from another sample of any rank's batch (LF-VILA: 3)"),
+    Key("long_subtitles", bool, True,
+        "long-form multiple-choice QA: append an item's subtitle text (How2QA / VIOLIN) to its question"),
+    Key("long_class_prompt", str, "what happens in the video?",
+        "long-video classification: the text before the [MASK]s where the class name is predicted"),
     # ---- model
     Key("vis_backbone", str, "vidswin", "visual backbone", ("vidswin",)),
     Key("vis_backbone_size", str, "base", "Video Swin size", ("tiny", "small", "base", "large", "custom")),
@@ -290,6 +316,10 @@ BOUNDS: dict[str, Bounds] = {
     "betas": UNIT_OPEN, "warmup_ratio": UNIT, "vis_backbone_lr_mul": AT_LEAST_0,
     "max_nan_steps": AT_LEAST_1, "eval_every": AT_LEAST_0, "save_every_steps": AT_LEAST_0,
     "keep_last_ckpts": AT_LEAST_1, "logging_steps": AT_LEAST_1, "dist_timeout_s": AT_LEAST_1,
+    "long_clips": AT_LEAST_1, "long_frames_per_clip": AT_LEAST_1, "long_size_sentence": Bounds(3),
+    "mtc_weight": AT_LEAST_0, "mtc_num_key": AT_LEAST_1, "mtc_num_value": AT_LEAST_1,
+    "mtc_num_other": AT_LEAST_0, "long_form_dim": AT_LEAST_0, "max_sentences": AT_LEAST_1,
+    "sentence_layers": AT_LEAST_0, "vis_local_window": AT_LEAST_1, "vis_temporal_windows": AT_LEAST_1,
 }
 # fmt: on
 

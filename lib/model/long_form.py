@@ -234,6 +234,26 @@ def encode_paragraph(model: LavenderModel, text: ParagraphText) -> tuple[torch.T
     return sentences, x[:, 0]
 
 
+# ---------------------------------------------------------------------------------------------- stages
+
+STAGE_ONE = ("enc_img", "enc_txt", "vtc", "long_form")
+"""LF-VILA's stage-1 modules: the video encoder, the text encoder (embeddings and text-only layers), the
+contrastive and long-form heads. Stage 2 freezes them and trains the fusion layers and the MLM head."""
+
+
+def stage_one_prefixes(model: LavenderModel) -> list[str]:
+    """Parameter-name prefixes that stage 2 freezes (those of :data:`STAGE_ONE` the model has). The text
+    encoder must be apart from the fusion (text-only layers): else the paragraph layers ARE the fusion
+    layers, and stage 2 could not train one without changing the other."""
+    if model.config.text_layers == 0:
+        raise ValueError(
+            "long_stage 2 freezes the stage-1 text encoder, but this model's text runs through the fusion "
+            "layers themselves: build it with text-only layers (txt_backbone_embed_only false, txt_layers N)"
+        )
+    names = [name for name, _ in model.named_parameters()]
+    return [p for p in STAGE_ONE if any(n.startswith(p + ".") for n in names)]
+
+
 # ---------------------------------------------------------------------------------------------- losses
 
 
@@ -422,4 +442,5 @@ __all__ = [
     "paragraph_text",
     "sample_mtc_plan",
     "sentence_attention_mask",
+    "stage_one_prefixes",
 ]

@@ -17,7 +17,7 @@ Tasks import these; no task imports another task. The model is anything with ``e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,24 @@ def masked_token_loss(model, feat: torch.Tensor, mask: torch.Tensor, layout: Lay
     logits, labels, _ = masked_token_logits(model, feat, mask, layout)
     loss = F.cross_entropy(logits.float(), labels)
     return {"loss": loss, "acc": (logits.argmax(-1) == labels).float().mean()}
+
+
+def answer_pieces_loss(
+    model, feat: torch.Tensor, mask: torch.Tensor, groups: Sequence[tuple[torch.Tensor, Layout]]
+) -> dict:
+    """Answers of k wordpieces on k [MASK]s: ``groups`` = [(the video of each row, a layout with k masks)],
+    one fusion pass per k. The loss is the mean over rows of the mean over their pieces; ``acc``: every piece
+    right. No group at all (no answer short enough): a zero loss that still touches the graph."""
+    losses, hits = [], []
+    for rows, layout in groups:
+        logits = masked_logits(model, feat, mask, layout, rows.to(feat.device))
+        labels = masked_labels(layout, logits.device)
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        losses.append(ce.view_as(labels).mean(dim=1))
+        hits.append((logits.argmax(-1) == labels).all(dim=1).float())
+    if not losses:
+        return {"loss": feat.sum() * 0.0}
+    return {"loss": torch.cat(losses).mean(), "acc": torch.cat(hits).mean()}
 
 
 def matching_loss(

@@ -37,6 +37,7 @@ from lib.model.checkpoint import (
 )
 from lib.model.config import LavenderConfig
 from lib.model.lavender import LavenderModel
+from lib.model.long_form import stage_one_prefixes
 from lib.tasks.common import resize_on_device, resolve_pretrained_dir
 
 logger = logging.getLogger(__name__)
@@ -142,12 +143,25 @@ def build_model(cfg: Config, tokenizer=None) -> LavenderModel:
         )
     for name, report in getattr(model, "load_reports", {}).items():
         logger.info("%s weights: %s", name, report)
+    stage_frozen = long_form_stage_frozen(cfg, model)  # a config error before any weights are read
     if cfg.path_ckpt:
         path = Path(require_existing(cfg.path_ckpt, "path_ckpt"))
         weights = path / MODEL_WEIGHTS if path.is_dir() else path
         check_fit(model, load_checkpoint(model, weights, strict=False), cfg.ckpt_partial)
-    freeze_params(model, cfg.freeze_params)
+    freeze_params(model, [*cfg.freeze_params, *stage_frozen])
     return model
+
+
+def long_form_stage_frozen(cfg: Config, model: LavenderModel) -> list[str]:
+    """What ``long_stage`` 2 freezes: LF-VILA's stage-1 weights, read from ``path_ckpt`` (a stage-1 run)."""
+    if cfg.long_stage != 2:
+        return []
+    if not cfg.path_ckpt:
+        raise ConfigError("long_stage 2 trains on frozen stage-1 weights: set path_ckpt (stage 1's model)")
+    try:
+        return stage_one_prefixes(model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def may_lack(model: LavenderModel, key: str) -> bool:

@@ -37,14 +37,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from lib.data.annotations import AnnotationError, OpenQAItem, RecordList
 from lib.data.datasets import item_rows, stack_clips
 from lib.engine.config import Config, ConfigError
 from lib.metrics.qa import accuracy_by_type, normalize_answer, qa_report
 from lib.model import layouts
-from lib.model.mlm import masked_labels, masked_logits
+from lib.model.mlm import answer_pieces_loss, masked_logits
 from lib.tasks.common import AnnotatedTask, Predictor, Task
 from lib.tasks.registry import register_task
 
@@ -275,16 +274,7 @@ class OpenQATask(AnnotatedTask):
 
     def step(self, model, batch: dict[str, Any]) -> dict:
         feat, mask = model.encode_video(batch["video"])
-        losses, hits = [], []
-        for rows, layout in batch["groups"]:
-            logits = masked_logits(model, feat, mask, layout, rows)
-            labels = masked_labels(layout, logits.device)
-            ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-            losses.append(ce.view_as(labels).mean(dim=1))
-            hits.append((logits.argmax(-1) == labels).all(dim=1).float())
-        if not losses:  # no answer short enough: a zero loss that still touches the graph
-            return {"loss": feat.sum() * 0.0}
-        return {"loss": torch.cat(losses).mean(), "acc": torch.cat(hits).mean()}
+        return answer_pieces_loss(model, feat, mask, batch["groups"])
 
     # ---- evaluation
 

@@ -31,6 +31,9 @@ BUILTIN: dict[str, str] = {
     "captioning": "lib.tasks.caption",
     "vtc": "lib.tasks.contrastive",
     "pem": "lib.tasks.entity_prompts",
+    "paragraph-retrieval": "lib.tasks.long_form.paragraph_retrieval",
+    "long-qa": "lib.tasks.long_form.qa",
+    "long-classification": "lib.tasks.long_form.classification",
 }
 """Name -> module that registers the task (imported lazily: each run pulls in only what it needs)."""
 

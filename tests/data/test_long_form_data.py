@@ -107,10 +107,10 @@ def test_whole_video_frames_spread_over_consecutive_clips():
 def test_span_frames_lie_within_their_span_or_are_the_nearest():
     times = [0.5 * i for i in range(20)]  # a frame every half second, 0 .. 9.5 s
     indices = span_indices(times, [(0.0, 2.0), (6.0, 6.2), (3.1, 3.3), (4.0, 4.0)], 4, train=False)
-    assert indices[:4] == [0, 1, 3, 4]  # 5 frames inside (0..2 s): 4 evenly spaced
+    assert indices[:4] == [0, 1, 2, 3]  # 4 frames inside [0, 2) s; the one at 2.0 s is the next span's
     assert indices[4:8] == [12] * 4  # one frame inside: repeated
     assert indices[8:12] == [6] * 4  # none inside: the nearest to the middle (3.2 s -> 3.0 s)
-    assert indices[12:] == [8] * 4  # an instant
+    assert indices[12:] == [8] * 4  # an instant: no frame inside, the nearest
     assert stored_times(3, 8.0) == [2.0, 4.0, 6.0]
 
 
@@ -189,3 +189,43 @@ def test_non_square_clips_cut_the_largest_window_of_the_target_aspect():
     with pytest.raises(ValueError, match="frame_hw"):
         ClipTransform(224, train=True, normalize=False, defer_resize=True, frame_hw=(192, 320))
     assert "frame_hw=(192, 320)" in repr(center)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Long-form QA and classification annotations, read as they ship; bad rows named
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_how2qa_rows_and_coin_database_are_read_as_they_are_and_bad_rows_named(tmp_path):
+    from lib.data.annotations import AnnotationError, class_words, load_annotations
+
+    row = {"vid_name": "v1", "q": "what next?", "a0": "x", "a1": "y", "answer_idx": 1, "ts": "1.0-9.5",
+           "sub": [{"text": "hello"}, "there"]}  # fmt: skip
+    ours = {"video": "v2", "question": "q?", "option_0": "a", "option_1": "b", "answer": 0}
+    path = tmp_path / "txt_qa.json"
+    path.write_text(json.dumps({"train": [row, ours]}))
+    items = load_annotations(path, "long_qa")["train"]
+    assert (items[0].video, items[0].options, items[0].answer, items[0].subtitle) == (
+        "v1",
+        ("x", "y"),
+        1,
+        "hello there",
+    )
+    assert items[1].subtitle == ""
+    path.write_text(json.dumps({"train": [ours, {**row, "answer_idx": 5}]}))
+    with pytest.raises(AnnotationError, match=r"txt_qa.json.*train.*1.*answer"):
+        load_annotations(path, "long_qa")
+    coin = {
+        "database": {
+            "a": {"class": "MakeFrenchFries", "subset": "training"},
+            "b": {"class": "ArcWeld", "subset": "testing"},
+        }
+    }
+    (tmp_path / "COIN.json").write_text(json.dumps(coin))
+    found = load_annotations(tmp_path / "COIN.json", "classification")
+    assert [(r.video, r.label) for r in found["train"]] == [("a", "make french fries")]
+    assert found["test"][0].label == "arc weld" == class_words("ArcWeld")
+    coin["database"]["c"] = {"class": "X", "subset": "unknown"}
+    (tmp_path / "COIN.json").write_text(json.dumps(coin))
+    with pytest.raises(AnnotationError, match=r"COIN.json.*\bc\b.*subset"):
+        load_annotations(tmp_path / "COIN.json", "classification")

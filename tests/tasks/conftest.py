@@ -59,3 +59,37 @@ def tiny_args(demo_data, minilm_dir, tmp_path) -> list[str]:
         "--save_model_every_epoch", "false",
         "--path_output", str(tmp_path / "out"),
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- long-form (LF-VILA)
+
+
+@pytest.fixture(scope="session")
+def long_data(tmp_path_factory) -> Path:
+    """Six real 4-segment videos and the long-form annotations (:func:`long_form_data.make_long_data`)."""
+    from long_form_data import make_long_data
+
+    return make_long_data(tmp_path_factory.mktemp("long"))
+
+
+@pytest.fixture
+def long_args(long_data, minilm_dir, tmp_path) -> list[str]:
+    """A tiny HTWA model on ``long_data``: 2 clips x 4 frames of 32 px, a random 2-layer 32-wide fusion
+    encoder (MiniLM's vocabulary and tokenizer), CPU."""
+    return [
+        "--data_dir", str(long_data), "--dataset", "long",
+        "--txt_backbone", str(minilm_dir), "--fusion_encoder", str(minilm_dir), "--fusion_layers", "2",
+        "--fusion_encoder_rand_init", "true", "--fusion_hidden_size", "32", "--fusion_heads", "2",
+        "--fusion_intermediate_size", "64",
+        "--vis_backbone_size", "custom", "--vis_embed_dim", "16", "--vis_depths", "[1, 1, 1, 1]",
+        "--vis_heads", "[1, 2, 2, 4]", "--vis_window", "[8, 4, 4]", "--vis_temporal_windows", "[2, 4, 8, 8]",
+        "--vis_local_window", "4", "--vis_backbone_init", "random", "--kinetics", "-1",
+        "--vis_drop_path", "0",
+        "--size_img", "32", "--max_size_patch", "2", "--long_clips", "2", "--long_frames_per_clip", "4",
+        "--size_frame", "8", "--max_size_frame", "8", "--contrastive_dim", "16", "--long_form_dim", "16",
+        "--max_sentences", "4", "--long_size_sentence", "8", "--size_txt", "24", "--size_batch", "4",
+        "--size_epoch", "1", "--steps_per_epoch", "2", "--n_workers", "0", "--lr", "1e-4",
+        "--logging_steps", "1", "--tensorboard", "false", "--save_model_every_epoch", "false",
+        "--precision", "fp32", "--path_output", str(tmp_path / "out"),
+        "--freeze_params", '["enc_txt.emb_txt.word_embeddings", "fc_mtm.predictions.decoder.weight"]',
+    ]  # fmt: skip
