@@ -74,6 +74,9 @@ class Key:
     bounds: Bounds | None = None
 
 
+MODALITY_GROUPS = ("tv", "ta", "tva")
+"""VALOR's modality groups: the text (t) with video (v), audio (a) or both."""
+
 _IMG_TRANSFORMS = ("img_rand_crop", "img_center_crop", "pad_resize", "vid_rand_crop", "vid_center_crop")
 
 # fmt: off
@@ -184,6 +187,27 @@ SCHEMA: tuple[Key, ...] = (
     Key("max_sentences", int, 8, "long-form: sentences of a paragraph (the sentence-index embeddings)"),
     Key("sentence_layers", int, 0,
         "long-form: text layers that run per sentence before the paragraph layers (0 = half of them)"),
+    # ---- audio (VALOR's audio branch: lib.data.audio features, lib.model.encoders.audio)
+    Key("modalities", list[str], ["video"],
+        "context modalities the model fuses, in this order; audio reads each video's row of "
+        "PREFIX.audio.tsv beside its frame TSV (_tools/extract_video-frame.py --audio), by video id",
+        ("video", "audio")),
+    Key("modality_groups", list[str], [],
+        "VALOR's modality groups a task uses: t (text) + v (video) and / or a (audio): tv, ta, tva; several "
+        "= one task per group (named TASK%group, metrics per group); [] = every modality of the model",
+        MODALITY_GROUPS),
+    Key("audio_encoder", dict, {},
+        "audio encoder options (lib.model.encoders.audio.AudioEncoderConfig: width, depth, heads, mlp_ratio, "
+        "patch, max_slices, layer_norm_eps, tokens all|cls); n_mels and slice_frames come from "
+        "audio_mel_bins and audio_slice_frames"),
+    Key("audio_ckpt", str, "",
+        "audio encoder initialisation: the public AST AudioSet checkpoint (audioset_10_10_0.4593.pth, read "
+        "with weights_only) or a safetensors file of its tensors; '' = random"),
+    Key("audio_rate", int, 22050, "audio sampling rate of the stored audio (VALOR 22050)"),
+    Key("audio_mel_bins", int, 64, "audio filterbank mel bins (VALOR 64)"),
+    Key("audio_slices", int, 2,
+        "filterbank slices per clip, spread over the clip (VALOR: 1 pretraining, 2 fine-tuning, 4-8 long)"),
+    Key("audio_slice_frames", int, 512, "filterbank frames (10 ms each) per slice (VALOR 512)"),
     # ---- model
     Key("vis_backbone", str, "vidswin", "visual backbone", ("vidswin",)),
     Key("vis_backbone_size", str, "base", "Video Swin size", ("tiny", "small", "base", "large", "custom")),
@@ -290,6 +314,8 @@ BOUNDS: dict[str, Bounds] = {
     "betas": UNIT_OPEN, "warmup_ratio": UNIT, "vis_backbone_lr_mul": AT_LEAST_0,
     "max_nan_steps": AT_LEAST_1, "eval_every": AT_LEAST_0, "save_every_steps": AT_LEAST_0,
     "keep_last_ckpts": AT_LEAST_1, "logging_steps": AT_LEAST_1, "dist_timeout_s": AT_LEAST_1,
+    "audio_rate": Bounds(1000, 192000), "audio_mel_bins": AT_LEAST_1, "audio_slices": AT_LEAST_1,
+    "audio_slice_frames": AT_LEAST_1,
 }
 # fmt: on
 

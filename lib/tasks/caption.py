@@ -49,7 +49,15 @@ from lib.engine.config import Config
 from lib.metrics.caption import coco_scores
 from lib.model import layouts
 from lib.model.mlm import masked_token_loss
-from lib.tasks.common import AnnotatedTask, Predictor, Task, clip_dataset, eval_batches, model_device
+from lib.tasks.common import (
+    AnnotatedTask,
+    Predictor,
+    Task,
+    clip_dataset,
+    eval_batches,
+    model_device,
+    on_device,
+)
 from lib.tasks.decode import Caption, generate
 from lib.tasks.registry import register_task
 
@@ -169,7 +177,7 @@ class CaptionTask(AnnotatedTask):
         }
 
     def step(self, model, batch: dict[str, Any]) -> dict:
-        feat, mask = model.encode_video(batch["video"].to(model_device(model)))
+        feat, mask = model.encode_video(on_device(batch["video"], model_device(model)))
         return masked_token_loss(model, feat, mask, batch["layout"])
 
     # ---- evaluation
@@ -188,7 +196,7 @@ class CaptionTask(AnnotatedTask):
         predictor = self.make_predictor(model)
         local = []
         for batch in eval_batches(dataset, self.cfg.size_batch, lambda b: b, self.cfg.n_workers):
-            feat, mask = model.encode_video(stack_clips_padded(batch).to(device))
+            feat, mask = model.encode_video(on_device(stack_clips_padded(batch), device))
             found = predictor.predict(feat, mask, [{}] * len(batch))
             local += [{"video": item["id"], **c} for item, c in zip(batch, found)]
         return D.gather_eval(local)
