@@ -59,3 +59,11 @@ def tiny_args(demo_data, minilm_dir, tmp_path) -> list[str]:
         "--save_model_every_epoch", "false",
         "--path_output", str(tmp_path / "out"),
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def av_data(tmp_path_factory) -> Path:
+    """The tiny audio-visual dataset of audio_data.py (real AAC / Opus sound; two clips without audio)."""
+    from audio_data import make_av_dataset
+
+    return make_av_dataset(tmp_path_factory.mktemp("av"))
