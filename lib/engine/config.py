@@ -166,6 +166,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("caption_val_backend", str | None, None,
         "caption metrics on splits other than test (None = caption_eval_backend); python skips METEOR, whose "
         "Java start-up costs ~15 s per validation pass", ("auto", "pycocoevalcap", "python", None)),
+    Key("caption_entity_score", str, "",
+        "captioning: also FAVDBench's EntityScore of the test captions, its similarity term from this local "
+        "text encoder (a folder, or all-MiniLM-L6-v2 from its PyPI package); '' = off"),
     Key("qa_answer_space", str, "candidates", "open-ended QA answers: candidate list or the whole vocabulary",
         ("candidates", "vocab")),
     Key("qa_layout", str, "auto", "open-ended QA input layout", ("auto", "open", "fill_blank")),

@@ -57,6 +57,7 @@ from lib.tasks.common import (
     eval_batches,
     model_device,
     on_device,
+    resolve_pretrained_dir,
 )
 from lib.tasks.decode import Caption, generate
 from lib.tasks.registry import register_task
@@ -201,6 +202,14 @@ class CaptionTask(AnnotatedTask):
             local += [{"video": item["id"], **c} for item, c in zip(batch, found)]
         return D.gather_eval(local)
 
+    def entity_scores(self, captions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+        """FAVDBench's EntityScore (:mod:`lib.metrics.entity_score`; its deviations are named there)."""
+        from lib.metrics.entity_score import EntityScorer, entity_score
+
+        scorer = EntityScorer(resolve_pretrained_dir(self.cfg.caption_entity_score))
+        found = entity_score(captions, references, scorer)
+        return {"EntityScore": found["EntityScore"], "EntityScore_n_skipped": found["n_skipped"]}
+
     def evaluate(self, model, split: str) -> dict[str, float]:
         started = time.perf_counter()
         predictions = self.predict(model, split)
@@ -209,7 +218,10 @@ class CaptionTask(AnnotatedTask):
         if D.is_main():
             references = self.references(split)
             backend = self.backend if split == "test" else self.val_backend
-            scores = coco_scores({p["video"]: p["caption"] for p in predictions}, references, backend)
+            captions = {p["video"]: p["caption"] for p in predictions}
+            scores = coco_scores(captions, references, backend)
+            if self.cfg.caption_entity_score and split == "test":  # FAVDBench's paragraph metric
+                scores.update(self.entity_scores(captions, references))
             out = Path(self.cfg.path_output)
             out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out / f"captions_{split}.json", predictions, indent=1)

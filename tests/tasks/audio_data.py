@@ -26,11 +26,22 @@ PITCHES = {"low": 300.0, "high": 2500.0}
 SPLITS = {"train": [*itertools.product(COLORS, PITCHES), ("red", "high"), ("blue", None)],
           "val": [("red", "low"), ("blue", "high")],
           "test": [*itertools.product(COLORS, PITCHES), ("red", None)]}  # fmt: skip
-TASKS = ("qa", "retrieval", "captioning", "mc")
+TASKS = ("qa", "retrieval", "captioning", "mc", "favd")
 
 
 def caption(color: str, pitch: str | None) -> str:
     return f"a {color} square beeping {pitch}" if pitch else f"a {color} square in silence"
+
+
+def paragraph(color: str, pitch: str | None) -> str:
+    """A FAVD-style paragraph: a summary, visual detail, then what is heard."""
+    sound = (
+        f"a {pitch} tone beeps for one second. the {pitch} beep is steady" if pitch else "nothing is heard"
+    )
+    return (
+        f"{caption(color, pitch)}. the {color} square sits in the middle of a grey frame. the square does "
+        f"not move and its edges are sharp. {sound}. the grey background stays the same until the end."
+    )
 
 
 def video_id(split: str, i: int, pitch: str | None) -> str:
@@ -97,6 +108,9 @@ def make_av_dataset(out: Path) -> Path:
         },
         "captioning": {
             s: [{"video": v, "caption": caption(c, p)} for v, c, p in items] for s, items in rows.items()
+        },
+        "favd": {
+            s: [{"video": v, "caption": paragraph(c, p)} for v, c, p in items] for s, items in rows.items()
         },
         "mc": {
             s: [

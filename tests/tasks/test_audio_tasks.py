@@ -19,6 +19,7 @@ from lib.data.audio import AudioStore, audio_slices, audio_tsv_path
 from lib.data.tsv import TSVFile, TSVWriter
 from lib.engine.config import ConfigError, load_config
 from lib.tasks.build import build_model
+from lib.tasks.caption import CaptionTask
 from lib.tasks.common import clip_dataset, context_modalities, fbank_config, open_store
 from lib.tasks.qa_open import OpenQATask
 from lib.tasks.run import build_tasks, run
@@ -121,6 +122,34 @@ def test_audio_tasks_train_and_evaluate_through_the_entry_point(trained):
     assert settings["audio"]["rate"] == 16000 and settings["audio"]["n_slices"] == 2
     assert [(e["name"], e["modalities"]) for e in settings["tasks"]["retrieval"]] == [
         (f"{DATASET}-retrieval%ta", ["audio"]), (f"{DATASET}-retrieval%tva", ["video", "audio"])]  # fmt: skip
+
+
+def test_favd_paragraphs_are_captioning_with_long_texts(minilm_dir, av_data, tmp_path, tokenizer):
+    """FAVD's audible paragraphs (captions of up to 300 tokens, decoding up to 115) through the captioning
+    task on the audio-visual group, scored with EntityScore too."""
+    long = ["--size_txt", "300", "--max_gen_length", "115", "--caption_entity_score", "all-MiniLM-L6-v2"]
+    cfg = config(minilm_dir, av_data, tmp_path, "--type", "captioning", "--task", f"{DATASET}-favd", *long)
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer)
+    task = CaptionTask(cfg, tokenizer)
+    dataset = task.train_stream().dataset
+    batch = task.collate_train([dataset[0], dataset[1]])
+    paragraph = dataset.records[0].text
+    n_pieces = len(tokenizer.tokenize(paragraph))
+    assert n_pieces > 50 and batch["layout"].ids.shape[1] == 300
+    assert batch["layout"].mask.sum(1).tolist()[0] == n_pieces + 2  # the whole paragraph, [CLS] and [SEP]
+    assert "beeps" in paragraph and {"video", "audio"} <= set(batch["video"])
+    loss = task.step(model, batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    with torch.no_grad():
+        feat, mask = model.encode_video(batch["video"])
+        found = task.make_predictor(model).captions(feat[:1], mask[:1])
+    assert 1 <= len(found[0].ids) <= 115  # cached greedy decoding up to 115 tokens
+    scores = task.entity_scores({"av_train_0": paragraph, "av_train_1": found[0].text(tokenizer)},
+                                {"av_train_0": [paragraph], "av_train_1": [paragraph]})  # fmt: skip
+    assert scores["EntityScore_n_skipped"] <= 1 and 0 < scores["EntityScore"] <= 1 + 1e-3
 
 
 def test_the_api_and_cli_answer_and_caption_with_sound_on_a_video_file(trained, av_data, capsys):
