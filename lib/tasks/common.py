@@ -344,7 +344,7 @@ def context_modalities(cfg: Config) -> tuple[str, ...]:
 
 
 def group_configs(cfg: Config) -> list[tuple[Config, str]]:
-    """One (config, name suffix) per modality group of a task config: ``("", cfg)`` without groups, else
+    """One (config, name suffix) per modality group of a task config: ``(cfg, "")`` without groups, else
     the config with that one group and ``%group`` (VALOR's ``task%group``)."""
     if not cfg.modality_groups:
         return [(cfg, "")]
