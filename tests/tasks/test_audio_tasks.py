@@ -18,7 +18,9 @@ from audio_data import DATASET, av_args
 from lib.data.audio import AudioStore, audio_slices, audio_tsv_path
 from lib.data.tsv import TSVFile, TSVWriter
 from lib.engine.config import ConfigError, load_config
-from lib.tasks.build import build_model
+from lib.model.checkpoint import CheckpointError
+from lib.model.encoders.audio import AudioEncoder
+from lib.tasks.build import build_model, model_config
 from lib.tasks.caption import CaptionTask
 from lib.tasks.common import clip_dataset, context_modalities, fbank_config, open_store
 from lib.tasks.qa_open import OpenQATask
@@ -60,6 +62,25 @@ def test_modality_groups_make_one_task_per_group(minilm_dir, av_data, tmp_path, 
         cfg.override({"modality_groups": ["tav"]})
     with pytest.raises(ConfigError, match="audio_encoder .*unexpected keyword argument 'depht'"):
         build_model(cfg.override({"audio_encoder": {"depht": 2}}))
+
+
+def test_audio_ckpt_loads_the_public_ast_layout_and_a_wrong_one_is_named(minilm_dir, av_data, tmp_path):
+    cfg = config(minilm_dir, av_data, tmp_path)
+    ast = AudioEncoder(model_config(cfg)).ast  # the shapes of the run's audio encoder
+    width = ast.cls_token.shape[-1]
+    g = torch.Generator().manual_seed(0)
+    sd = {f"module.v.{k}": torch.randn(v.shape, generator=g) for k, v in ast.state_dict().items()}
+    sd["module.v.pos_embed"] = torch.randn(1, 2 + 12 * 101, width, generator=g)  # AST's [CLS], [DIST], 12x101
+    sd["module.v.dist_token"] = torch.randn(1, 1, width, generator=g)
+    sd["mlp_head.1.weight"] = torch.randn(527, width, generator=g)
+    torch.save(sd, tmp_path / "audioset_10_10_0.4593.pth")
+    loaded = build_model(cfg.override({"audio_ckpt": str(tmp_path / "audioset_10_10_0.4593.pth")}))
+    assert torch.equal(loaded.enc_aud.ast.blocks[0].mlp.fc1.weight, sd["module.v.blocks.0.mlp.fc1.weight"])
+    assert loaded.load_reports["audio"]["resized"] == {"v.pos_embed": "12x101 -> 2x4"}
+    del sd["module.v.norm.weight"]
+    torch.save(sd, tmp_path / "short.pth")
+    with pytest.raises(CheckpointError, match="short.pth is not an AST checkpoint.*missing norm.weight"):
+        build_model(cfg.override({"audio_ckpt": str(tmp_path / "short.pth")}))
 
 
 def test_audio_is_read_by_video_id_not_by_row_order(minilm_dir, av_data, tmp_path):
