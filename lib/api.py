@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from lib.data.audio import AudioSettings, FbankConfig, decode_fbank, extract_audio, stack_audio, valor_slices
+from lib.data.audio import AudioSettings, FbankConfig, decode_fbank, extract_audio, fbank_slices, stack_audio
 from lib.data.extract import extract_one
 from lib.data.frames import ClipTransform, load_clip, sample_frame_indices
 from lib.data.tsv import frame_columns
@@ -335,11 +335,7 @@ class Lavender:
                 batch["video"] = torch.stack([v.clip(int(spec["size_frame"]), transform) for v in read])
             if "audio" in modalities:
                 config = self._fbank_config()
-                batch["audio"], valid = stack_audio(
-                    [(valor_slices(v.fbank, config), True) if v.fbank is not None
-                     else (np.zeros((config.n_slices, config.n_mels, config.slice_frames), np.float32), False)
-                     for v in read]
-                )  # fmt: skip
+                batch["audio"], valid = stack_audio([fbank_slices(v.fbank, config) for v in read])
                 batch["masks"] = {"audio": valid}
             only_video = list(batch) == ["video"]  # a frame tensor, exactly as a video-only model takes it
             feat, mask = self.model.encode_video(
