@@ -39,6 +39,7 @@ head serves all) with default settings, with a :class:`LavenderWarning` saying t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -51,12 +52,14 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from lib.data.audio import AudioSettings, FbankConfig, decode_fbank, extract_audio, fbank_slices, stack_audio
 from lib.data.extract import extract_one
 from lib.data.frames import ClipTransform, load_clip, sample_frame_indices
 from lib.data.tsv import frame_columns
 from lib.data.video import VideoDecodeError
 from lib.engine.checkpointing import replace_dir
 from lib.engine.config import Config
+from lib.engine.distributed import move_to_device
 from lib.engine.precision import autocast, resolve_precision
 from lib.model.lavender import LavenderModel
 from lib.model.mlm import expand_video
@@ -92,6 +95,7 @@ class Video:
     name: str
     jpegs: tuple[bytes | str, ...] = ()
     frames: tuple[np.ndarray, ...] = ()
+    fbank: np.ndarray | None = None  # its sound's filterbank (frames, n_mels); None: no audio (masked)
 
     def clip(self, size_frame: int, transform: ClipTransform) -> torch.Tensor:
         """(size_frame, 3, S, S): frames sampled by the evaluation rule, transformed (a one-frame video is
@@ -281,7 +285,7 @@ class Lavender:
             )
             if done.status != "ok":
                 raise VideoDecodeError(video, done.reason)
-            return Video(name or os.fspath(video), jpegs=tuple(done.columns))
+            return Video(name or os.fspath(video), jpegs=tuple(done.columns), fbank=self._read_audio(video))
         if isinstance(video, torch.Tensor):
             video = video.cpu().numpy()
         if isinstance(video, np.ndarray):
@@ -306,19 +310,50 @@ class Lavender:
                 )
         return Video(name or "<frames>", frames=tuple(video))
 
+    def _read_audio(self, path: str | os.PathLike) -> np.ndarray | None:
+        """The filterbank of a file's sound as the training audio store holds it (decoded, downmixed and
+        resampled once by the extractor's code), for a checkpoint that hears; None without an audio stream."""
+        spec = self.settings.get("audio")
+        if spec is None:
+            return None
+        meta, data = extract_audio(path, AudioSettings("fbank", int(spec["rate"]), int(spec["n_mels"])))
+        return None if data is None else decode_fbank(meta, data)
+
     def _encode(
         self, videos: Sequence[VideoInput], entry: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Video tokens (N, Nv, D) and mask of every video, ``batch_size`` clips per pass."""
+        """Context tokens (N, Nv, D) and mask of every video (of the entry's modalities: its frames and, for
+        a checkpoint that hears, its sound), ``batch_size`` clips per pass."""
         spec = {**self.settings["video"], **entry.get("video", {})}
         transform = _eval_transform(int(spec["size_img"]), spec["transform"])
+        modalities = entry.get("modalities") or list(self.model.config.modalities)
         feats, masks = [], []
         for chunk in _batched(videos, self.batch_size):
-            clips = [self.read_video(v).clip(int(spec["size_frame"]), transform) for v in chunk]
-            feat, mask = self.model.encode_video(torch.stack(clips).to(self.device))
+            read = [self.read_video(v) for v in chunk]
+            batch: dict[str, Any] = {}
+            if "video" in modalities:
+                batch["video"] = torch.stack([v.clip(int(spec["size_frame"]), transform) for v in read])
+            if "audio" in modalities:
+                config = self._fbank_config()
+                batch["audio"], valid = stack_audio([fbank_slices(v.fbank, config) for v in read])
+                batch["masks"] = {"audio": valid}
+            only_video = list(batch) == ["video"]  # a frame tensor, exactly as a video-only model takes it
+            feat, mask = self.model.encode_video(
+                move_to_device(batch["video"] if only_video else batch, self.device)
+            )
             feats.append(feat)
             masks.append(mask)
         return torch.cat(feats), torch.cat(masks)
+
+    def _fbank_config(self) -> FbankConfig:
+        spec = self.settings.get("audio")
+        if spec is None:
+            raise ValueError(
+                "this checkpoint's model hears, but its settings hold no 'audio' features (config.json "
+                "inference.audio): re-save it from its training run"
+            )
+        known = {f.name for f in dataclasses.fields(FbankConfig)}
+        return FbankConfig(**{k: v for k, v in spec.items() if k in known})
 
     # ---- task settings and predictors
 

@@ -505,7 +505,16 @@ def audio_slices(
 ) -> tuple[np.ndarray, bool]:
     """The audio encoder's input for one clip: (n_slices, n_mels, slice_frames) float32 and whether the
     video has audio (zeros and False without: the model masks those tokens)."""
-    fbank = store.fbank(video_id, config)
+    return fbank_slices(store.fbank(video_id, config), config, train, rng)
+
+
+def fbank_slices(
+    fbank: np.ndarray | None,
+    config: FbankConfig = FbankConfig(),
+    train: bool = False,
+    rng: random.Random | None = None,
+) -> tuple[np.ndarray, bool]:
+    """:func:`valor_slices` of a filterbank and True, or zeros and False for a clip without audio (None)."""
     if fbank is None:
         return np.zeros((config.n_slices, config.n_mels, config.slice_frames), np.float32), False
     return valor_slices(fbank, config, train, rng), True
@@ -536,6 +545,7 @@ __all__ = [
     "decode_fbank",
     "decode_waveform",
     "extract_audio",
+    "fbank_slices",
     "kaldi_fbank",
     "kaldi_mel_banks",
     "parse_audio_row",

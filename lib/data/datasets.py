@@ -11,6 +11,13 @@ the extractor's summary beside the table, else from rows sampled across it), a f
 base64 or not a complete, intact JPEG (libjpeg's "Corrupt JPEG data" warnings included). A training
 :class:`ClipDataset` with ``on_bad_item="skip"`` skips such an item instead (the next item takes its place),
 logs it and counts it in :attr:`ClipDataset.n_skipped`, shared by its DataLoader workers.
+
+Audio (a third modality, :mod:`lib.data.audio`): a :class:`ClipDataset` given an :class:`AudioSource` adds
+each item's filterbank slices, read from the audio store BY VIDEO ID (never by row order), and whether the
+video has audio at all; ``frames=False`` leaves the frames out (a task whose modality group is text-audio).
+:func:`stack_clips` then returns :class:`Clips`, a dict of the modalities' batches and their masks
+(``{"video": (B, T, 3, H, W), "audio": (B, S, n_mels, frames), "masks": {"audio": (B, S)}}``), which
+``LavenderModel.encode_video`` takes as it takes a frame tensor. Without audio nothing changes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.data.audio import AudioFormatError, AudioStore, FbankConfig, audio_slices, stack_audio
 from lib.data.frames import ClipTransform, load_clip, resize_clip
 from lib.data.tsv import MultiTSV, TSVFile, frame_columns, load_id2lineidx
 
@@ -145,6 +154,31 @@ class VideoStore:
             raise BadClipError(f"{tsv.path} row {row} (video {video_id!r}): {e}") from None
 
 
+@dataclass(frozen=True)
+class AudioSource:
+    """Where a dataset's audio comes from: the audio store (rows by video id) and the features' settings."""
+
+    store: AudioStore
+    config: FbankConfig = FbankConfig()
+
+
+class Clips(dict):
+    """A batch of several context modalities: each modality's input under its name, their validity masks
+    under ``"masks"``; ``.to(device)`` moves every tensor (a plain dict from the engine works the same)."""
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Clips:
+        def move(x: Any) -> Any:
+            if isinstance(x, torch.Tensor):
+                return x.to(device, non_blocking=non_blocking)
+            return {k: move(v) for k, v in x.items()} if isinstance(x, dict) else x
+
+        return Clips({k: move(v) for k, v in self.items()})
+
+    @property
+    def batch_size(self) -> int:
+        return len(next(v for k, v in self.items() if k != "masks"))
+
+
 class ClipDataset(Dataset):
     """Records (annotation items with a ``.video`` field) paired with their clips.
 
@@ -154,6 +188,10 @@ class ClipDataset(Dataset):
     item ``i`` is a slot, with ``"records"`` (its records) instead of ``"record"``; every record is in exactly
     one slot, so an epoch over the slots still covers every record once while each clip is decoded (and
     encoded by the model) once per slot.
+
+    ``audio``: the items also carry ``"audio"`` (n_slices, n_mels, frames) and ``"has_audio"`` (zeros and
+    False for a video stored without audio; a video missing from the audio store, or a damaged audio row,
+    is a :class:`BadClipError` naming the store). ``frames=False``: no frames are read (no ``"video"``).
 
     ``on_bad_item="skip"`` (training): an item whose stored video cannot make a clip (:class:`BadClipError`)
     is logged, counted in :attr:`n_skipped` (one counter shared by the DataLoader workers) and replaced by the
@@ -169,7 +207,13 @@ class ClipDataset(Dataset):
         videos_only: bool = False,
         items_per_video: int = 1,
         on_bad_item: str = "raise",
+        audio: AudioSource | None = None,
+        frames: bool = True,
     ):
+        if not frames and audio is None:
+            raise ValueError("a ClipDataset without frames needs an audio source")
+        self.audio = audio
+        self.with_frames = frames
         if items_per_video < 1:
             raise ValueError(f"items_per_video must be >= 1, got {items_per_video}")
         if on_bad_item not in ("raise", "skip"):
@@ -222,16 +266,31 @@ class ClipDataset(Dataset):
     def _item(self, i: int) -> dict[str, Any]:
         if self.slots is not None:
             video_id, rows = self.slots[i]
-            clip = self.store.clip(video_id, self.size_frame, self.transform)
             records = [self.records[r] for r in rows]
-            return {"index": i, "id": video_id, "video": clip, "records": records, **self._resize_to}
+            return {"index": i, "id": video_id, **self._context(video_id), "records": records}
         if self.videos is not None:
             video_id, record = self.videos[i], None
         else:
             record = self.records[i]
             video_id = record.video
-        clip = self.store.clip(video_id, self.size_frame, self.transform)
-        return {"index": i, "id": video_id, "video": clip, "record": record, **self._resize_to}
+        return {"index": i, "id": video_id, **self._context(video_id), "record": record}
+
+    def _context(self, video_id: str) -> dict[str, Any]:
+        """The clip of ``video_id`` (and its audio, with an audio source)."""
+        out: dict[str, Any] = {}
+        if self.with_frames:
+            out["video"] = self.store.clip(video_id, self.size_frame, self.transform)
+            out.update(self._resize_to)
+        if self.audio is not None:
+            try:
+                out["audio"], out["has_audio"] = audio_slices(
+                    self.audio.store, video_id, self.audio.config, train=self.transform.train
+                )
+            except KeyError as e:
+                raise BadClipError(str(e.args[0])) from None
+            except AudioFormatError as e:
+                raise BadClipError(f"audio of video {video_id!r}: {e}") from None
+        return out
 
     @property
     def _resize_to(self) -> dict[str, int]:
@@ -250,12 +309,24 @@ def item_rows(items: Sequence[dict[str, Any]]) -> tuple[list[Any], torch.Tensor]
     return records, torch.tensor(row_video, dtype=torch.long)
 
 
-def stack_clips(items: Sequence[dict[str, Any]]) -> torch.Tensor:
-    """(B, T, 3, H, W) from items of :class:`ClipDataset` (clips of one batch must share T and size).
+def stack_clips(items: Sequence[dict[str, Any]]) -> torch.Tensor | Clips:
+    """(B, T, 3, H, W) from items of :class:`ClipDataset` (clips of one batch must share T and size); items
+    with audio make :class:`Clips` (the frames under "video" when the items have them).
 
     Clips left at their stored resolution (items with ``resize_to``, from ``defer_resize``) are stacked as
     they are when they share a size (the model resizes the batch on its device); when their sizes differ,
     each is resized to ``resize_to`` here."""
+    if "audio" not in items[0]:
+        return _stack_frames(items)
+    batch = Clips()
+    if "video" in items[0]:
+        batch["video"] = _stack_frames(items)
+    batch["audio"], valid = stack_audio([(item["audio"], item["has_audio"]) for item in items])
+    batch["masks"] = {"audio": valid}
+    return batch
+
+
+def _stack_frames(items: Sequence[dict[str, Any]]) -> torch.Tensor:
     clips = [item["video"] for item in items]
     shapes = {tuple(c.shape) for c in clips}
     if len(shapes) != 1 and all("resize_to" in item for item in items):
@@ -267,8 +338,10 @@ def stack_clips(items: Sequence[dict[str, Any]]) -> torch.Tensor:
     return torch.stack(clips)
 
 
-def stack_clips_padded(items: list[dict[str, Any]]) -> torch.Tensor:
+def stack_clips_padded(items: list[dict[str, Any]]) -> torch.Tensor | Clips:
     """(B, T, 3, H, W) like :func:`stack_clips`; one-frame clips are repeated to the batch's frame count."""
+    if "video" not in items[0]:
+        return stack_clips(items)
     frames = max(item["video"].shape[0] for item in items)
 
     def padded(item: dict[str, Any]) -> dict[str, Any]:

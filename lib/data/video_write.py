@@ -78,6 +78,24 @@ def write_video(
     return write_atomic_path(path, encode)
 
 
+def _mux_audio(
+    out: av.container.OutputContainer,
+    stream: av.audio.stream.AudioStream,
+    chunks: Iterable[tuple[int, np.ndarray]],
+    sample_format: str,
+    layout: str,
+    rate: int,
+) -> None:
+    """Encode (first sample, (channels, n) samples) chunks into ``stream`` and flush it."""
+    for start, samples in chunks:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format=sample_format, layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
 def write_tone_video(
     path: str | os.PathLike,
     seconds: float,
@@ -108,16 +126,65 @@ def write_tone_video(
             for packet in video.encode():
                 out.mux(packet)
             n = int(seconds * rate)
-            for start in range(0, n, rate):
-                t = np.arange(start, min(n, start + rate)) / rate
-                waves = np.stack([amplitude * np.sin(2 * np.pi * f * t) for f in tones])
-                frame = av.AudioFrame.from_ndarray(
-                    (waves * 32767).astype(np.int16), format="s16p", layout=layout
-                )
-                frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
-                for packet in audio.encode(frame):
+
+            def pieces() -> Iterable[tuple[int, np.ndarray]]:
+                for start in range(0, n, rate):
+                    t = np.arange(start, min(n, start + rate)) / rate
+                    waves = np.stack([amplitude * np.sin(2 * np.pi * f * t) for f in tones])
+                    yield start, (waves * 32767).astype(np.int16)
+
+            _mux_audio(out, audio, pieces(), "s16p", layout, rate)
+
+    return write_atomic_path(path, encode)
+
+
+AUDIO_CODECS = {"aac": "fltp", "libopus": "flt"}
+"""Audio encoders of :func:`write_av_video` -> the sample format they take (PyAV's wheel bundles both)."""
+
+
+def write_av_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: int,
+    audio: np.ndarray | None,
+    rate: int = 48000,
+    audio_codec: str = "aac",
+    options: dict[str, str] | None = None,
+) -> Path:
+    """RGB uint8 frames (H, W, 3) as H.264 and, unless ``audio`` is None (then the file has no audio
+    stream at all), mono float samples in [-1, 1] at ``rate`` encoded with ``audio_codec`` (``aac`` or
+    ``libopus``; Opus takes 48 kHz), in a Matroska file (``.mkv``) or MP4 (``.mp4``, AAC only)."""
+    if audio_codec not in AUDIO_CODECS:
+        raise ValueError(f"audio_codec must be one of {sorted(AUDIO_CODECS)}, got {audio_codec!r}")
+    frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
+    if not frames:
+        raise ValueError(f"write_av_video({path}): no frames given")
+
+    def encode(tmp: Path) -> None:
+        fmt = "matroska" if Path(path).suffix.lower() in (".mkv", ".webm") else None
+        with av.open(str(tmp), "w", format=fmt) as out:
+            video = out.add_stream("libx264", rate=fps)
+            video.height, video.width = frames[0].shape[:2]
+            video.pix_fmt = "yuv420p"
+            video.options = dict(options or {"preset": "ultrafast", "threads": "1"})
+            sound = None
+            if audio is not None:
+                sound = out.add_stream(audio_codec, rate=rate)
+                sound.layout = "mono"
+            for i, frame in enumerate(frames):
+                picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                picture.pts = i
+                for packet in video.encode(picture):
                     out.mux(packet)
-            for packet in audio.encode():
+            for packet in video.encode():
                 out.mux(packet)
+            if sound is None:
+                return
+            samples = np.asarray(audio, np.float32).reshape(-1)
+            size = sound.codec_context.frame_size or 1024
+            padded = np.zeros(-(-len(samples) // size) * size, np.float32)  # whole frames of frame_size
+            padded[: len(samples)] = samples
+            chunks = ((i, padded[None, i : i + size]) for i in range(0, len(padded), size))
+            _mux_audio(out, sound, chunks, AUDIO_CODECS[audio_codec], "mono", rate)
 
     return write_atomic_path(path, encode)

@@ -74,6 +74,9 @@ class Key:
     bounds: Bounds | None = None
 
 
+MODALITY_GROUPS = ("tv", "ta", "tva")
+"""VALOR's modality groups: the text (t) with video (v), audio (a) or both."""
+
 _IMG_TRANSFORMS = ("img_rand_crop", "img_center_crop", "pad_resize", "vid_rand_crop", "vid_center_crop")
 
 # fmt: off
@@ -163,6 +166,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("caption_val_backend", str | None, None,
         "caption metrics on splits other than test (None = caption_eval_backend); python skips METEOR, whose "
         "Java start-up costs ~15 s per validation pass", ("auto", "pycocoevalcap", "python", None)),
+    Key("caption_entity_score", str, "",
+        "captioning: also FAVDBench's EntityScore of the test captions, its similarity term from this local "
+        "text encoder (a folder, or all-MiniLM-L6-v2 from its PyPI package); '' = off"),
     Key("qa_answer_space", str, "candidates", "open-ended QA answers: candidate list or the whole vocabulary",
         ("candidates", "vocab")),
     Key("qa_layout", str, "auto", "open-ended QA input layout", ("auto", "open", "fill_blank")),
@@ -210,6 +216,27 @@ SCHEMA: tuple[Key, ...] = (
         "long-form multiple-choice QA: append an item's subtitle text (How2QA / VIOLIN) to its question"),
     Key("long_class_prompt", str, "what happens in the video?",
         "long-video classification: the text before the [MASK]s where the class name is predicted"),
+    # ---- audio (VALOR's audio branch: lib.data.audio features, lib.model.encoders.audio)
+    Key("modalities", list[str], ["video"],
+        "context modalities the model fuses, in this order; audio reads each video's row of "
+        "PREFIX.audio.tsv beside its frame TSV (_tools/extract_video-frame.py --audio), by video id",
+        ("video", "audio")),
+    Key("modality_groups", list[str], [],
+        "VALOR's modality groups a task uses: t (text) + v (video) and / or a (audio): tv, ta, tva; several "
+        "= one task per group (named TASK%group, metrics per group); [] = every modality of the model",
+        MODALITY_GROUPS),
+    Key("audio_encoder", dict, {},
+        "audio encoder options (lib.model.encoders.audio.AudioEncoderConfig: width, depth, heads, mlp_ratio, "
+        "patch, max_slices, layer_norm_eps, tokens all|cls); n_mels and slice_frames come from "
+        "audio_mel_bins and audio_slice_frames"),
+    Key("audio_ckpt", str, "",
+        "audio encoder initialisation: the public AST AudioSet checkpoint (audioset_10_10_0.4593.pth, read "
+        "with weights_only) or a safetensors file of its tensors; '' = random"),
+    Key("audio_rate", int, 22050, "audio sampling rate of the stored audio (VALOR 22050)"),
+    Key("audio_mel_bins", int, 64, "audio filterbank mel bins (VALOR 64)"),
+    Key("audio_slices", int, 2,
+        "filterbank slices per clip, spread over the clip (VALOR: 1 pretraining, 2 fine-tuning, 4-8 long)"),
+    Key("audio_slice_frames", int, 512, "filterbank frames (10 ms each) per slice (VALOR 512)"),
     # ---- model
     Key("vis_backbone", str, "vidswin", "visual backbone", ("vidswin",)),
     Key("vis_backbone_size", str, "base", "Video Swin size", ("tiny", "small", "base", "large", "custom")),
@@ -320,6 +347,8 @@ BOUNDS: dict[str, Bounds] = {
     "mtc_weight": AT_LEAST_0, "mtc_num_key": AT_LEAST_1, "mtc_num_value": AT_LEAST_1,
     "mtc_num_other": AT_LEAST_0, "long_form_dim": AT_LEAST_0, "max_sentences": AT_LEAST_1,
     "sentence_layers": AT_LEAST_0, "vis_local_window": AT_LEAST_1, "vis_temporal_windows": AT_LEAST_1,
+    "audio_rate": Bounds(1000, 192000), "audio_mel_bins": AT_LEAST_1, "audio_slices": AT_LEAST_1,
+    "audio_slice_frames": AT_LEAST_1,
 }
 # fmt: on
 

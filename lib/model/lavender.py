@@ -118,14 +118,26 @@ class LavenderModel(nn.Module):
     # -- the four steps --------------------------------------------------------------------------------
 
     def encode(
-        self, inputs: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor | None] | None = None
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor | None] | None = None,
+        modalities: tuple[str, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context tokens (B, N, D) and their validity (B, N) of every modality of ``config.modalities``, in
-        that order, each with its modality-type embedding where its encoder declares one. ``inputs`` maps a
-        modality to its input (video: frames (B, T, 3, H, W)); ``masks`` optionally to its own validity
-        (video: padded frames (B, T))."""
+        """Context tokens (B, N, D) and their validity (B, N) of every modality of ``config.modalities`` (or
+        of those of ``modalities`` only: a task's modality group, e.g. audio alone), in that order, each with
+        its modality-type embedding where its encoder declares one. ``inputs`` maps a modality to its input
+        (video: frames (B, T, 3, H, W)); ``masks`` optionally to its own validity (video: padded frames
+        (B, T); audio: slices (B, S), False for a clip without audio)."""
+        if modalities is not None:
+            unknown = sorted(set(modalities) - set(self.config.modalities))
+            if unknown or not modalities:
+                raise ValueError(
+                    f"modalities {list(modalities)}: this model fuses {list(self.config.modalities)}"
+                )
         parts = []
         for spec in self.context_encoders:
+            if modalities is not None and spec.modality not in modalities:
+                continue
             if spec.modality not in inputs:
                 raise ValueError(
                     f"this model fuses {list(self.config.modalities)}; the input has no {spec.modality!r}"
@@ -140,13 +152,24 @@ class LavenderModel(nn.Module):
         return torch.cat([t for t, _ in parts], dim=1), torch.cat([v for _, v in parts], dim=1)
 
     def encode_video(
-        self, img: torch.Tensor, frame_mask: torch.Tensor | None = None
+        self, img: torch.Tensor | Mapping[str, Any], frame_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, 3, H, W) ImageNet-normalised (or uint8 RGB) frames -> video tokens (B, T*(1+h*w), D), mask.
 
-        ``frame_mask`` (B, T), optional, marks padded frames of shorter clips as invalid.
+        ``frame_mask`` (B, T), optional, marks padded frames of shorter clips as invalid. ``img`` may also be
+        a batch of several modalities (:func:`lib.data.datasets.stack_clips` of items with audio): each
+        modality's input under its name and their validity under ``"masks"``; the modalities present are
+        encoded (a task's modality group), in the order of ``config.modalities``.
         """
-        return self.encode({"video": img}, {"video": frame_mask})
+        if isinstance(img, Mapping):
+            present = tuple(m for m in self.config.modalities if m in img)
+            if not present:
+                raise ValueError(
+                    f"the batch holds none of this model's modalities {list(self.config.modalities)}"
+                )
+            masks = dict(img.get("masks") or {})
+            return self.encode({m: img[m] for m in present}, masks, present)
+        return self.encode({"video": img}, {"video": frame_mask}, ("video",))
 
     def embed_text(
         self, ids: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False

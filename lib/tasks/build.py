@@ -36,6 +36,7 @@ from lib.model.checkpoint import (
     read_bert_config,
 )
 from lib.model.config import LavenderConfig
+from lib.model.encoders.audio import AudioEncoderConfig, load_ast_weights
 from lib.model.lavender import LavenderModel
 from lib.model.long_form import stage_one_prefixes
 from lib.tasks.common import resize_on_device, resolve_pretrained_dir
@@ -91,6 +92,11 @@ def model_config(cfg: Config) -> LavenderConfig:
     ):
         if cfg[key] is not None:
             fields[ours] = tuple(cfg[key]) if isinstance(cfg[key], list) else cfg[key]
+    fields["modalities"] = tuple(cfg.modalities)
+    if "audio" in cfg.modalities:
+        fields["encoder_options"] = {"audio": audio_encoder_options(cfg)}
+    elif cfg.audio_encoder or cfg.audio_ckpt:
+        raise ConfigError(f"audio_encoder / audio_ckpt need 'audio' in modalities (got {cfg.modalities})")
     fields.update(bert_config_fields(read_bert_config(resolve_pretrained_dir(cfg.fusion_encoder))))
     for ours, key in (
         ("hidden_size", "fusion_hidden_size"),
@@ -100,6 +106,28 @@ def model_config(cfg: Config) -> LavenderConfig:
         if cfg[key] is not None:
             fields[ours] = cfg[key]
     return LavenderConfig(**fields)
+
+
+def audio_encoder_options(cfg: Config) -> dict:
+    """``encoder_options["audio"]`` of a run config: ``audio_encoder`` with the slice geometry of the audio
+    features (``audio_mel_bins`` x ``audio_slice_frames``, at least ``audio_slices`` slice positions),
+    checked by the encoder's own config (an error names the key)."""
+    options = dict(cfg.audio_encoder)
+    for ours, key in (("n_mels", "audio_mel_bins"), ("slice_frames", "audio_slice_frames")):
+        if ours in options and options[ours] != cfg[key]:
+            raise ConfigError(
+                f"audio_encoder {ours}={options[ours]} differs from {key}={cfg[key]}; set {key}"
+            )
+        options[ours] = cfg[key]
+    options["max_slices"] = max(
+        int(options.get("max_slices", AudioEncoderConfig.max_slices)), cfg.audio_slices
+    )
+    try:
+        AudioEncoderConfig(**options)
+    except (TypeError, ValueError) as e:
+        known = sorted(f.name for f in dataclasses.fields(AudioEncoderConfig))
+        raise ConfigError(f"audio_encoder {cfg.audio_encoder}: {e} (keys: {known})") from None
+    return options
 
 
 def swin_checkpoint(cfg: Config) -> tuple[Path | None, str]:
@@ -141,6 +169,14 @@ def build_model(cfg: Config, tokenizer=None) -> LavenderModel:
         raise ValueError(
             f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {model.config.vocab_size}"
         )
+    if cfg.audio_ckpt and not cfg.path_ckpt:
+        report = load_ast_weights(model, require_existing(cfg.audio_ckpt, "audio_ckpt"))
+        if report["missing"] or report["unexpected"]:
+            raise CheckpointError(
+                f"audio_ckpt {cfg.audio_ckpt} is not an AST checkpoint of this audio encoder's size: missing "
+                f"{_listed(report['missing'])}; unexpected {_listed(report['unexpected'])}"
+            )
+        model.load_reports["audio"] = report
     for name, report in getattr(model, "load_reports", {}).items():
         logger.info("%s weights: %s", name, report)
     stage_frozen = long_form_stage_frozen(cfg, model)  # a config error before any weights are read

@@ -49,7 +49,16 @@ from lib.engine.config import Config
 from lib.metrics.caption import coco_scores
 from lib.model import layouts
 from lib.model.mlm import masked_token_loss
-from lib.tasks.common import AnnotatedTask, Predictor, Task, clip_dataset, eval_batches, model_device
+from lib.tasks.common import (
+    AnnotatedTask,
+    Predictor,
+    Task,
+    clip_dataset,
+    eval_batches,
+    model_device,
+    on_device,
+    resolve_pretrained_dir,
+)
 from lib.tasks.decode import Caption, generate
 from lib.tasks.registry import register_task
 
@@ -169,7 +178,7 @@ class CaptionTask(AnnotatedTask):
         }
 
     def step(self, model, batch: dict[str, Any]) -> dict:
-        feat, mask = model.encode_video(batch["video"].to(model_device(model)))
+        feat, mask = model.encode_video(on_device(batch["video"], model_device(model)))
         return masked_token_loss(model, feat, mask, batch["layout"])
 
     # ---- evaluation
@@ -188,10 +197,18 @@ class CaptionTask(AnnotatedTask):
         predictor = self.make_predictor(model)
         local = []
         for batch in eval_batches(dataset, self.cfg.size_batch, lambda b: b, self.cfg.n_workers):
-            feat, mask = model.encode_video(stack_clips_padded(batch).to(device))
+            feat, mask = model.encode_video(on_device(stack_clips_padded(batch), device))
             found = predictor.predict(feat, mask, [{}] * len(batch))
             local += [{"video": item["id"], **c} for item, c in zip(batch, found)]
         return D.gather_eval(local)
+
+    def entity_scores(self, captions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+        """FAVDBench's EntityScore (:mod:`lib.metrics.entity_score`; its deviations are named there)."""
+        from lib.metrics.entity_score import EntityScorer, entity_score
+
+        scorer = EntityScorer(resolve_pretrained_dir(self.cfg.caption_entity_score))
+        found = entity_score(captions, references, scorer)
+        return {"EntityScore": found["EntityScore"], "EntityScore_n_skipped": found["n_skipped"]}
 
     def evaluate(self, model, split: str) -> dict[str, float]:
         started = time.perf_counter()
@@ -201,7 +218,10 @@ class CaptionTask(AnnotatedTask):
         if D.is_main():
             references = self.references(split)
             backend = self.backend if split == "test" else self.val_backend
-            scores = coco_scores({p["video"]: p["caption"] for p in predictions}, references, backend)
+            captions = {p["video"]: p["caption"] for p in predictions}
+            scores = coco_scores(captions, references, backend)
+            if self.cfg.caption_entity_score and split == "test":  # FAVDBench's paragraph metric
+                scores.update(self.entity_scores(captions, references))
             out = Path(self.cfg.path_output)
             out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out / f"captions_{split}.json", predictions, indent=1)

@@ -16,6 +16,7 @@ aliases of the registered names, and :func:`normalise_settings` reads them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +41,7 @@ from lib.model.checkpoint import (
 )
 from lib.model.config import INFERENCE_KEY, LavenderConfig
 from lib.model.lavender import LavenderModel
-from lib.tasks.common import Task, clip_settings, img_tsv_path, load_tokenizer
+from lib.tasks.common import Task, clip_settings, fbank_config, group_configs, img_tsv_path, load_tokenizer
 from lib.tasks.model_card import write_model_card
 from lib.tasks.registry import MULTI_TASK, canonical_name, get_task
 from lib.utils.files import read_json
@@ -89,7 +90,7 @@ def inference_settings(cfg: Config, tasks: Sequence[Task] | None = None) -> dict
         pairs: list[tuple[Config, Task | None]] = [(t.cfg, t) for t in tasks]
     else:
         configs = cfg.task_configs() if cfg.type == MULTI_TASK else [cfg]
-        pairs = [(c, None) for c in configs]
+        pairs = [(group, None) for c in configs for group, _ in group_configs(c)]
     entries: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVING_TASKS}
     notes = []
     for task_cfg, task in pairs:
@@ -107,9 +108,13 @@ def inference_settings(cfg: Config, tasks: Sequence[Task] | None = None) -> dict
     table = next((t.frame_table() for t in tasks or [] if t.frame_table() is not None), None)
     if table is None and cfg.dataset:
         table = img_tsv_path(cfg, cfg.dataset[0] if isinstance(cfg.dataset, list) else cfg.dataset)
+    audio = {}
+    if "audio" in cfg.modalities:  # how a video file's sound becomes the audio encoder's input
+        audio = {"audio": {"kind": "fbank", **dataclasses.asdict(fbank_config(cfg))}}
     return {
         "format_version": FORMAT_VERSION,
         "video": {**extraction_settings(table, cfg.size_frame), **clip_settings(cfg)},
+        **audio,
         "tasks": entries,
         "trained_on": [{"type": c.type, "task": c.task, "dataset": c.dataset} for c, _ in pairs],
         "training": {

@@ -28,13 +28,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lib.data.annotations import is_alpro_folder, load_annotations
-from lib.data.datasets import ClipDataset, VideoStore, stack_clips
+from lib.data.audio import AudioStore, FbankConfig, audio_tsv_path
+from lib.data.datasets import AudioSource, ClipDataset, VideoStore, stack_clips
 from lib.data.frames import ClipTransform
 from lib.engine import distributed as D
 from lib.engine.config import Config, ConfigError
 from lib.engine.trainer import TrainStream
 
 MINILM_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm")
+GROUP_LETTERS = {"v": "video", "a": "audio"}
+"""VALOR's modality-group letters of the context modalities (t is the text, always there)."""
 
 
 # ------------------------------------------------------------------------------------- pretrained folders
@@ -246,7 +249,11 @@ class Task:
         if cls.predictor is None:
             return None
         name = cfg.task or cfg.type or cls.type_name
-        return {"name": name, "size_txt": cfg.size_txt, "video": clip_settings(cfg)}
+        entry = {"name": name, "size_txt": cfg.size_txt, "video": clip_settings(cfg)}
+        if list(cfg.modalities) != ["video"]:  # a model of several modalities: the ones this task uses
+            group = cfg.modality_groups[0] if cfg.modality_groups else None
+            entry.update(name=f"{name}%{group}" if group else name, modalities=list(context_modalities(cfg)))
+        return entry
 
     @classmethod
     def protocol(cls, entry: Mapping[str, Any]) -> str:
@@ -280,11 +287,81 @@ def clip_settings(cfg: Config) -> dict[str, Any]:
 
 
 def clip_dataset(cfg: Config, store: VideoStore, records: Sequence[Any], train: bool, **kw) -> ClipDataset:
-    """Records with their clips; a bad stored video is skipped and counted in training under
-    ``on_bad_item: skip`` and is an error naming file, row and frame otherwise (and always in evaluation,
-    where every item must be scored)."""
+    """Records with their clips (and their audio, where the task's modalities include it); a bad stored video
+    is skipped and counted in training under ``on_bad_item: skip`` and is an error naming file, row and
+    frame otherwise (and always in evaluation, where every item must be scored)."""
     on_bad = cfg.on_bad_item if train else "raise"
+    modalities = context_modalities(cfg)
+    if "audio" in modalities:
+        kw.update(audio=audio_source(cfg, store), frames="video" in modalities)
     return ClipDataset(store, records, cfg.size_frame, clip_transform(cfg, train), on_bad_item=on_bad, **kw)
+
+
+# ------------------------------------------------------------------------------------------------- audio
+
+
+def fbank_config(cfg: Config) -> FbankConfig:
+    """The audio features of a run config (VALOR's filterbank slices)."""
+    return FbankConfig(
+        rate=cfg.audio_rate,
+        n_mels=cfg.audio_mel_bins,
+        slice_frames=cfg.audio_slice_frames,
+        n_slices=cfg.audio_slices,
+    )
+
+
+def audio_source(cfg: Config, store: VideoStore) -> AudioSource:
+    """The audio store beside the frame store (``X.tsv`` -> ``X.audio.tsv``, each shard's own), read by id."""
+    paths = [audio_tsv_path(p) for p in store.paths]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"audio store {missing[0]} not found beside the frame TSV (modalities {list(cfg.modalities)}, "
+            f"modality group {cfg.modality_groups or 'all'}); extract it with _tools/extract_video-frame.py "
+            f"--audio fbank --audio_rate {cfg.audio_rate} (adding --audio to a finished extraction extracts "
+            "only the audio)"
+        )
+    return AudioSource(AudioStore(paths), fbank_config(cfg))
+
+
+def context_modalities(cfg: Config) -> tuple[str, ...]:
+    """The context modalities a task uses: its modality group (``modality_groups``, one group: VALOR's
+    ``tv``, ``ta``, ``tva``) or, without one, every modality of the model, in the model's order."""
+    groups = cfg.modality_groups
+    if not groups:
+        return tuple(cfg.modalities)
+    if len(groups) > 1:
+        raise ConfigError(
+            f"modality_groups {groups}: one task per group (lib.tasks.common.group_configs splits them)"
+        )
+    wanted = {GROUP_LETTERS[c] for c in groups[0] if c in GROUP_LETTERS}
+    lacking = sorted(wanted - set(cfg.modalities))
+    if lacking:
+        raise ConfigError(
+            f"modality group {groups[0]!r} needs {lacking} in modalities (the model fuses {cfg.modalities})"
+        )
+    return tuple(m for m in cfg.modalities if m in wanted)
+
+
+def group_configs(cfg: Config) -> list[tuple[Config, str]]:
+    """One (config, name suffix) per modality group of a task config: ``(cfg, "")`` without groups, else
+    the config with that one group and ``%group`` (VALOR's ``task%group``)."""
+    if not cfg.modality_groups:
+        return [(cfg, "")]
+    if len(set(cfg.modality_groups)) != len(cfg.modality_groups):
+        raise ConfigError(f"modality_groups {cfg.modality_groups} names a group twice")
+    out = []
+    for group in cfg.modality_groups:
+        sub = cfg.override({"modality_groups": [group]})
+        context_modalities(sub)  # checks the group against the model's modalities
+        out.append((sub, f"%{group}"))
+    return out
+
+
+def on_device(video: torch.Tensor | Mapping[str, Any], device: torch.device) -> torch.Tensor | Any:
+    """A batch's clips on ``device``: a frame tensor, or :class:`lib.data.datasets.Clips` (several
+    modalities; a plain dict after the engine moved it)."""
+    return D.move_to_device(video, device)
 
 
 def eval_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -372,7 +449,7 @@ class AnnotatedTask(Task):
         device = model_device(model)
         local: list[tuple[int, Any]] = []
         for batch in eval_batches(dataset, self.cfg.size_batch, eval_collate, self.cfg.n_workers):
-            feat, mask = model.encode_video(batch["video"].to(device))
+            feat, mask = model.encode_video(on_device(batch["video"], device))
             rows = batch["row_video"].to(device)
             local += zip(batch["index"], predict_batch(model, feat, mask, batch["records"], rows))
         gathered = D.gather_eval(local)

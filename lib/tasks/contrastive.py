@@ -20,7 +20,7 @@ from lib.data.datasets import stack_clips
 from lib.engine.config import Config, ConfigError
 from lib.model import layouts
 from lib.model.contrastive import info_nce
-from lib.tasks.common import AnnotatedTask, Task, model_device
+from lib.tasks.common import AnnotatedTask, Task, model_device, on_device
 from lib.tasks.registry import get_task, register_task
 
 
@@ -54,7 +54,7 @@ class ContrastiveTask(AnnotatedTask):
         }
 
     def step(self, model, batch: dict[str, Any]) -> dict:
-        feat, mask = model.encode_video(batch["video"].to(model_device(model)))
+        feat, mask = model.encode_video(on_device(batch["video"], model_device(model)))
         text = batch["text"].to(feat.device)
         video = model.video_embedding(feat, mask)
         return info_nce(

@@ -52,7 +52,7 @@ from lib.engine.config import Config
 from lib.engine.trainer import TrainStream
 from lib.model import layouts
 from lib.model.mlm import logits_at, masked_token_logits, masked_token_loss, matching_loss
-from lib.tasks.common import Task, clip_dataset, eval_batches, model_device, open_store, txt_path
+from lib.tasks.common import Task, clip_dataset, eval_batches, model_device, on_device, open_store, txt_path
 from lib.tasks.registry import get_task, register_task
 
 logger = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ class PretrainTask(Task):
         return batch
 
     def step(self, model, batch: dict[str, Any]) -> dict:
-        feat, mask = model.encode_video(batch["video"].to(model_device(model)))
+        feat, mask = model.encode_video(on_device(batch["video"], model_device(model)))
         out: dict[str, torch.Tensor] = {}
         if "mtm" in self.objectives:
             mtm = masked_token_loss(model, feat, mask, batch["mtm"])
@@ -297,7 +297,7 @@ class PretrainTask(Task):
         local = []
         for batch in eval_batches(dataset, self.cfg.size_batch, lambda b: b, self.cfg.n_workers):
             index = [item["index"] for item in batch]
-            feat, mask = model.encode_video(stack_clips_padded(batch).to(device))
+            feat, mask = model.encode_video(on_device(stack_clips_padded(batch), device))
             tokens = [(0, 0)] * len(batch)
             matches: list[bool | None] = [None] * len(batch)
             if "mtm" in self.objectives:

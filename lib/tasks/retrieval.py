@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lib.data.annotations import caption_text
+from lib.data.audio import audio_tsv_path
 from lib.data.datasets import stack_clips
 from lib.data.embedding_cache import EmbeddingCache, model_fingerprint, store_fingerprint
 from lib.engine import distributed as D
@@ -38,8 +39,11 @@ from lib.tasks.common import (
     Task,
     clip_dataset,
     clip_settings,
+    context_modalities,
     eval_batches,
+    fbank_config,
     model_device,
+    on_device,
 )
 from lib.tasks.registry import register_task
 
@@ -221,7 +225,7 @@ class RetrievalTask(AnnotatedTask):
         return batch
 
     def step(self, model, batch: dict[str, Any]) -> dict:
-        feat, mask = model.encode_video(batch["video"].to(model_device(model)))
+        feat, mask = model.encode_video(on_device(batch["video"], model_device(model)))
         if not self.uses_vtc:
             return matching_loss(model, feat, mask, batch["layout"], batch["pair_video"])
         context = model.fusion_context(feat, mask, VTM_TASK)  # the videos on their own: pooled for VTC
@@ -266,7 +270,7 @@ class RetrievalTask(AnnotatedTask):
         device = model_device(model)
         local = []
         for batch in eval_batches(dataset, self.cfg.size_batch, lambda b: b, self.cfg.n_workers):
-            feat, mask = model.encode_video(stack_clips(batch).to(device))
+            feat, mask = model.encode_video(on_device(stack_clips(batch), device))
             local += [(f.cpu(), m.cpu()) for f, m in zip(feat, mask)]
         pairs = D.gather_eval(local)
         feats = torch.stack([f for f, _ in pairs]).to(device)
@@ -334,9 +338,12 @@ class RetrievalTask(AnnotatedTask):
         started = time.perf_counter()
         videos = list(clip_dataset(self.cfg, self.store, records, train=False, videos_only=True).videos)
         cache = EmbeddingCache(self.cfg.embedding_cache)
-        key = cache.key(
-            model_fingerprint(model), store_fingerprint(self.store.paths), clip_settings(self.cfg), videos
-        )
+        settings, paths = clip_settings(self.cfg), list(self.store.paths)
+        modalities = context_modalities(self.cfg)
+        if modalities != ("video",):  # the audio (and which modalities) make the embedding too
+            settings = {**settings, "modalities": list(modalities), "audio": str(fbank_config(self.cfg))}
+            paths += [audio_tsv_path(p) for p in self.store.paths]
+        key = cache.key(model_fingerprint(model), store_fingerprint(paths), settings, videos)
         video_emb = cache.get(key, videos)
         encoded = 0
         if video_emb is None:

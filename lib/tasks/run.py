@@ -25,7 +25,7 @@ from lib.engine.precision import autocast
 from lib.engine.trainer import Trainer
 from lib.tasks.build import build_model
 from lib.tasks.checkpoint_folder import record_metrics, save_model_fn
-from lib.tasks.common import Task, load_tokenizer, resize_on_device
+from lib.tasks.common import Task, group_configs, load_tokenizer, resize_on_device
 from lib.tasks.registry import MULTI_TASK, UnknownTaskError, get_task
 
 
@@ -40,7 +40,10 @@ def task_class(name: str) -> type[Task]:
 def build_tasks(cfg: Config, tokenizer) -> list[Task]:
     """One task for a single-task config; one per ``datasets`` entry for multi-task."""
     if cfg.type != MULTI_TASK:
-        return [task_class(cfg.type)(cfg, tokenizer)]
+        return [
+            task_class(cfg.type)(sub, tokenizer, name=(cfg.task or cfg.type) + suffix if suffix else None)
+            for sub, suffix in group_configs(cfg)
+        ]
     if not cfg.datasets:
         raise ConfigError("type multi-task needs a non-empty 'datasets' list of per-task configs")
     tasks = []
@@ -58,7 +61,8 @@ def build_tasks(cfg: Config, tokenizer) -> list[Task]:
                 f"task {sub.task!r} sets size_img {sub.size_img}, but the model resizes train crops to the "
                 f"run's {cfg.size_img} (resize_on {cfg.resize_on!r}); use one size_img, or resize_on worker"
             )
-        tasks.append(task_class(sub.type)(sub, tokenizer, name=f"{sub.type}_{sub.task}"))
+        for group, suffix in group_configs(sub):
+            tasks.append(task_class(sub.type)(group, tokenizer, name=f"{sub.type}_{sub.task}{suffix}"))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError(f"multi-task entries must have distinct (type, task): {names}")
@@ -99,6 +103,9 @@ def prepare(
         cfg = cfg.override({"type": task})
     if cfg.type != task:
         raise ConfigError(f"this entry point runs type {task!r}, but the config says type {cfg.type!r}")
+    if "audio" in cfg.modalities and not cfg.find_unused_parameters:
+        # a batch without any audio, or a group without video, leaves an encoder without gradients (DDP)
+        cfg = cfg.override({"find_unused_parameters": True})
     tokenizer = load_tokenizer(cfg.txt_backbone)
     seed_everything(cfg.seed)  # every rank builds identical random parts
     model = build_model(cfg, tokenizer)

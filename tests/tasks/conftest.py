@@ -93,3 +93,14 @@ def long_args(long_data, minilm_dir, tmp_path) -> list[str]:
         "--precision", "fp32", "--path_output", str(tmp_path / "out"),
         "--freeze_params", '["enc_txt.emb_txt.word_embeddings", "fc_mtm.predictions.decoder.weight"]',
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- audio (VALOR)
+
+
+@pytest.fixture(scope="session")
+def av_data(tmp_path_factory) -> Path:
+    """The tiny audio-visual dataset of audio_data.py (real AAC / Opus sound; two clips without audio)."""
+    from audio_data import make_av_dataset
+
+    return make_av_dataset(tmp_path_factory.mktemp("av"))
