@@ -140,6 +140,10 @@ SCHEMA: tuple[Key, ...] = (
         "contrastive head: size of the shared video / text space (ALPRO: 256; 0 = no head)"),
     Key("contrastive_temp", float, 0.07,
         "contrastive head: initial temperature (learned, clamped to [0.001, 0.5])"),
+    Key("contrastive_text_pool", str, "cls",
+        "contrastive head: a text's [CLS] state (ALPRO, BERT) or the mean of its token states (mean: for "
+        "sentence-transformer encoders such as all-MiniLM-L6-v2, whose [CLS] is about the same for any text)",
+        ("cls", "mean")),
     Key("vtc_weight", float, 0.0,
         "retrieval training: weight of the contrastive loss (VTC) added to the matching loss (ALPRO: 1)"),
     Key("vtc_gather", bool, True, "contrastive loss: negatives gathered from every rank (with gradients)"),

@@ -79,6 +79,10 @@ class LavenderConfig:
     # (ALPRO: 256) and a learnable temperature; 0 builds none (LAVENDER's layout).
     contrastive_dim: int = 0
     contrastive_temp: float = 0.07
+    # What the contrastive head projects for a text: its [CLS] state (ALPRO, BERT) or the mean of its token
+    # states ("mean"; what sentence-transformer encoders such as all-MiniLM-L6-v2 were trained to give: their
+    # [CLS] states are nearly the same for every text, cosine ~0.9999, and InfoNCE stays at ln(batch)).
+    contrastive_text_pool: str = "cls"
     # Long-form head (lib.model.long_form): clip / sentence projections of this size for LF-VILA's temporal
     # contrastive loss (MTC; clip features from the HTWA local tap) and sentence-index embeddings for
     # hierarchical paragraphs of up to max_sentences sentences whose first sentence_layers text layers run
@@ -95,6 +99,8 @@ class LavenderConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
+        if self.contrastive_text_pool not in ("cls", "mean"):
+            raise ValueError(f"contrastive_text_pool: 'cls' or 'mean', got {self.contrastive_text_pool!r}")
         if self.swin_size != "custom":
             if self.swin_size not in SWIN_SIZES:
                 raise ValueError(

@@ -283,12 +283,16 @@ class LavenderModel(nn.Module):
         return head.video(pooled)
 
     def text_embedding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, d) L2-normalised: the [CLS] of the text through its text-only layers (ALPRO's unimodal text
-        encoder) or, when the model has none, through the fusion layers on its own; projected."""
+        """(B, d) L2-normalised: the [CLS] of the text (or, with ``contrastive_text_pool`` "mean", the mean
+        of its valid token states) through its text-only layers (ALPRO's unimodal text encoder) or, when the
+        model has none, through the fusion layers on its own; projected."""
         head = self._contrastive_head()
         text = self.embed_text(ids, mask)
         if self.config.text_layers == 0:
             text = self.trsfr(text, text_self_mask(mask.bool(), causal=False))
+        if self.config.contrastive_text_pool == "mean":
+            valid = mask.to(text.dtype).unsqueeze(-1)
+            return head.text((text * valid).sum(1) / valid.sum(1).clamp(min=1))
         return head.text(text[:, 0])
 
     def task_token(self, task: str | None, batch: int) -> torch.Tensor | None:

@@ -67,6 +67,7 @@ def model_config(cfg: Config) -> LavenderConfig:
         "video_attends_text": cfg.video_attends_text,
         "contrastive_dim": cfg.contrastive_dim,
         "contrastive_temp": cfg.contrastive_temp,
+        "contrastive_text_pool": cfg.contrastive_text_pool,
         "swin_temporal_windows": cfg.vis_temporal_windows,
         "swin_local_window": cfg.vis_local_window,
         "long_form_dim": cfg.long_form_dim,

@@ -13,8 +13,9 @@ import torch
 
 from lib.data.annotations import caption_text
 from lib.engine.checkpointing import seed_everything
-from lib.engine.config import load_config
+from lib.engine.config import ConfigError, load_config
 from lib.metrics.retrieval import retrieval_metrics
+from lib.model.bert import text_self_mask
 from lib.model.layouts import plain_text, vtm_pairs
 from lib.tasks.build import build_model
 from lib.tasks.common import load_tokenizer
@@ -139,6 +140,34 @@ def test_rerank_with_k_equal_to_the_gallery_equals_the_full_ranking(tiny_args):
     rerank = _evaluate(task, model, "rerank", k=full["n_videos"] * 10)
     for key in ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MedR", "t2v_MeanR", "v2t_R1", "v2t_R5", "v2t_MeanR"):
         assert rerank[key] == full[key], key
+
+
+def _text_states(model, layout) -> torch.Tensor:
+    """A text's token states as the text embedding reads them (text-only layers, else the fusion layers)."""
+    states = model.embed_text(layout.ids, layout.mask)
+    if model.config.text_layers == 0:
+        states = model.trsfr(states, text_self_mask(layout.mask.bool(), causal=False))
+    return states
+
+
+def test_contrastive_text_pool_mean_projects_the_mean_of_the_valid_token_states(tiny_args):
+    """contrastive_text_pool mean: the text embedding is the projection of the mean of the text's token states
+    (padding left out, so more padding changes nothing); cls (the default, ALPRO) projects the [CLS] state;
+    any other value is a clear error."""
+    task, model = _task(tiny_args, *VTC, "--contrastive_text_pool", "mean")
+    _, cls_model = _task(tiny_args, *VTC)
+    texts = ["a red circle moves left", "two blue squares"]
+    short, long = (plain_text(task.tok, texts, n) for n in (task.cfg.size_txt, task.cfg.size_txt + 9))
+    with torch.no_grad():
+        pooled = model.eval().text_embedding(short.ids, short.mask)
+        valid = short.mask.float().unsqueeze(-1)
+        mean = (_text_states(model, short) * valid).sum(1) / valid.sum(1)
+        assert torch.allclose(pooled, model.vtc.text(mean), atol=1e-6)
+        assert torch.allclose(pooled, model.text_embedding(long.ids, long.mask), atol=1e-5)
+        first = cls_model.eval().text_embedding(short.ids, short.mask)
+        assert torch.allclose(first, cls_model.vtc.text(_text_states(cls_model, short)[:, 0]), atol=1e-6)
+    with pytest.raises(ConfigError, match="contrastive_text_pool"):
+        _task(tiny_args, *VTC, "--contrastive_text_pool", "max")
 
 
 def test_vtc_with_hard_negatives_trains_both_losses(tiny_args):
