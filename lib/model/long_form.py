@@ -213,7 +213,9 @@ def _text_stack(model: LavenderModel):
 
 def encode_paragraph(model: LavenderModel, text: ParagraphText) -> tuple[torch.Tensor, torch.Tensor]:
     """Sentence states (B, max_sentences, D) after the sentence layers (zeros where a paragraph has fewer
-    sentences) and the paragraph [CLS] state (B, D) after the paragraph layers (module docstring)."""
+    sentences) and the paragraph [CLS] state (B, D) after the paragraph layers (module docstring); with
+    ``contrastive_text_pool`` "mean", each sentence's mean token state and the paragraph's mean token state
+    instead (the [CLS] of a sentence-transformer encoder is about the same for every text)."""
     head = long_form_head(model)
     encoder, stack = _text_stack(model)
     n_layers = len(stack.layer)
@@ -224,14 +226,26 @@ def encode_paragraph(model: LavenderModel, text: ParagraphText) -> tuple[torch.T
     x = stack(x, sentence_attention_mask(text.sentence), layers=slice(0, k))
     valid = text.sentence_valid.unsqueeze(-1)
     at_starts = text.starts.clamp(min=0).unsqueeze(-1).expand(-1, -1, x.shape[-1])
-    sentences = x.gather(1, at_starts) * valid
+    mean = model.config.contrastive_text_pool == "mean"  # sentence-transformer encoders: [CLS] says little
+    sentences = sentence_means(x, text.sentence, text.starts.shape[1]) if mean else x.gather(1, at_starts)
+    sentences = sentences * valid
     in_sentence = (text.sentence >= 0).unsqueeze(-1)
     packed = encoder.emb_txt.position_embeddings(torch.arange(x.shape[1], device=x.device))
     x = head.norm_paragraph(x + packed + head.emb_sentence(text.sentence.clamp(min=0)) * in_sentence)
     cls = (x.gather(1, at_starts) * valid).sum(1) / valid.sum(1).clamp(min=1)
     x = torch.cat([cls.unsqueeze(1), x[:, 1:]], dim=1)
     x = stack(x, paragraph_attention_mask(text.mask), layers=slice(k, None))
+    if mean:
+        tokens = in_sentence.to(x.dtype)
+        return sentences, (x * tokens).sum(1) / tokens.sum(1).clamp(min=1)
     return sentences, x[:, 0]
+
+
+def sentence_means(x: torch.Tensor, sentence: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n, D) mean of the token states ``x`` (B, L, D) of each sentence (``sentence``: (B, L) index, -1
+    outside any sentence); zeros for a sentence with no tokens."""
+    member = (sentence.unsqueeze(-1) == torch.arange(n, device=x.device)).to(x.dtype)  # (B, L, n)
+    return member.transpose(1, 2) @ x / member.sum(1).clamp(min=1).unsqueeze(-1)
 
 
 # ---------------------------------------------------------------------------------------------- stages

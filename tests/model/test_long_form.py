@@ -274,3 +274,35 @@ def test_two_gloo_ranks_equal_one_rank_for_the_global_and_temporal_losses(tmp_pa
     single = np.array(zero["single_x_grad"])
     for r, result in enumerate(ranks):  # a rank's samples get the gradient of every rank's loss (gathered)
         assert np.allclose(result["x_grad"], single[3 * r : 3 * r + 3], atol=1e-6)
+
+
+def test_sentence_means_average_each_sentences_tokens_and_leave_empty_ones_zero():
+    """contrastive_text_pool "mean" in encode_paragraph: each sentence's feature is the mean of its tokens'
+    states (tokens outside every sentence, index -1, are left out; a sentence without tokens is zero)."""
+    from lib.model.long_form import sentence_means
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 5, generator=g)
+    sentence = torch.tensor([[-1, 0, 0, 1, 1, 1, -1], [-1, 0, 0, 0, -1, -1, -1]])
+    out = sentence_means(x, sentence, 3)
+    for b in range(2):
+        for k in range(3):
+            rows = x[b][sentence[b] == k]
+            expected = rows.mean(0) if len(rows) else torch.zeros(5)
+            assert torch.allclose(out[b, k], expected, atol=1e-6), (b, k)
+
+
+def test_mean_pooled_paragraphs_use_each_sentences_mean_token_state(tokenizer):
+    """With contrastive_text_pool "mean", a sentence's feature is the mean of its tokens' states when it is
+    encoded alone (the sentence layers see one sentence at a time); padding does not move the paragraph."""
+    torch.manual_seed(0)
+    model = tiny_long_model(contrastive_text_pool="mean").eval()
+    text = LF.paragraph_text(tokenizer, PARAGRAPHS, size_sentence=8, max_sentences=4)
+    with torch.no_grad():
+        sentences, paragraphs = LF.encode_paragraph(model, text)
+        ids = tokenizer([PARAGRAPHS[0][1]], truncation=True, max_length=8, return_tensors="pt")["input_ids"]
+        every = text_self_mask(torch.ones_like(ids, dtype=torch.bool), False)
+        alone = model.trsfr(model.enc_txt.emb_txt(ids), every, layers=slice(0, 2))
+        torch.testing.assert_close(sentences[0, 1], alone[0].mean(0), rtol=1e-5, atol=1e-5)
+        one = LF.encode_paragraph(model, LF.paragraph_text(tokenizer, PARAGRAPHS[1:], 8, 4))[1]
+        torch.testing.assert_close(paragraphs[1], one[0], rtol=1e-5, atol=1e-5)
