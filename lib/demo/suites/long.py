@@ -203,6 +203,7 @@ def long_argv(data: Path, out: Path, args: argparse.Namespace) -> list[str]:
         "--vis_window", "[16, 4, 4]", "--vis_temporal_windows", "[4, 8, 16]", "--vis_local_window", "4",
         "--long_clips", "4", "--long_frames_per_clip", "4", "--size_frame", "16", "--max_size_frame", "16",
         "--long_form_dim", "64", "--max_sentences", "4", "--long_size_sentence", "10",
+        "--contrastive_text_pool", "mean",
     ]  # fmt: skip
 
 
