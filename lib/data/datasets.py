@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,6 +307,20 @@ def item_rows(items: Sequence[dict[str, Any]]) -> tuple[list[Any], torch.Tensor]
         records += group
         row_video += [i] * len(group)
     return records, torch.tensor(row_video, dtype=torch.long)
+
+
+def answered_rows_batch(items: Sequence[dict[str, Any]], layout: Callable[[list, list[int]], Any]) -> dict:
+    """A training batch of answered questions, one row each (:func:`item_rows`): the clips, ``layout(records,
+    answers)``, the answers, each row's item (``row_video``) and the items' ids."""
+    records, row_video = item_rows(items)
+    answers = [r.answer for r in records]
+    return {
+        "video": stack_clips(items),
+        "layout": layout(records, answers),
+        "answer": torch.tensor(answers),
+        "row_video": row_video,
+        "ids": [item["id"] for item in items],
+    }
 
 
 def stack_clips(items: Sequence[dict[str, Any]]) -> torch.Tensor | Clips:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lib.data.datasets import item_rows, stack_clips
+from lib.data.datasets import answered_rows_batch
 from lib.engine.config import Config
 from lib.metrics.qa import mc_accuracy
 from lib.model import layouts
@@ -234,15 +234,7 @@ class ChoiceTask(AnnotatedTask):
     def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """One question per row (an item holds several with ``items_per_video``); ``row_video`` = the
         item (clip) of each question."""
-        records, row_video = item_rows(items)
-        answers = [r.answer for r in records]
-        return {
-            "video": stack_clips(items),
-            "layout": self.layout(records, answers),
-            "answer": torch.tensor(answers),
-            "row_video": row_video,
-            "ids": [item["id"] for item in items],
-        }
+        return answered_rows_batch(items, self.layout)
 
     def step(self, model, batch: dict[str, Any]) -> dict:
         feat, mask = model.encode_video(batch["video"])
