@@ -18,6 +18,8 @@ kind           split contents
 ``long_qa``    ``qa_choice`` items with an optional ``"subtitle"`` (a string or a list of strings / of
                ``{"text"}``); TVQA / How2QA-style rows (``vid_name``, ``q``, ``a0``.., ``answer_idx``,
                ``sub``) are read as they are
+(audio)        VALOR's txt_mapper folders, AudioCaps / Clotho csv, FAVDBench's caption json, MUSIC-AVQA's
+               json, read as they are (:mod:`lib.data.audio_annotations`)
 ``classification``  ``[{"video", "label": class name}]``; or COIN's ``COIN.json`` as it is
                (``{"database": {video: {"class", "subset": training | testing, ...}}}``: train / test)
 =============  ===============================================================================================
@@ -49,6 +51,7 @@ import numpy as np
 
 from lib.data.annotation_base import AnnotationError, read_json_object, read_jsonl
 from lib.data.annotation_base import type_name as _type_name
+from lib.data.audio_annotations import is_audio_source, read_audio_source
 from lib.data.tsv import TSVFile, load_id2lineidx
 from lib.utils.atomic import write_json
 
@@ -418,10 +421,12 @@ def load_annotations(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
-    if kind == "paragraph":
+    if kind == "paragraph" and not is_audio_source(path):
         obj = read_paragraph_source(path)
     elif kind == "classification":
         obj = read_classification_source(path)
+    elif (public := read_audio_source(path, kind)) is not None:  # VALOR, AudioCaps, Clotho, FAVD, MUSIC-AVQA
+        obj = public
     else:
         obj = read_alpro_folder(path, kind) if is_alpro_folder(path) else read_json_object(path)
     present = [s for s in SPLITS if s in obj]
