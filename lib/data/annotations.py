@@ -18,6 +18,8 @@ kind           split contents
 ``long_qa``    ``qa_choice`` items with an optional ``"subtitle"`` (a string or a list of strings / of
                ``{"text"}``); TVQA / How2QA-style rows (``vid_name``, ``q``, ``a0``.., ``answer_idx``,
                ``sub``) are read as they are
+(audio)        VALOR's txt_mapper folders, AudioCaps / Clotho csv, FAVDBench's caption json, MUSIC-AVQA's
+               json, read as they are (:mod:`lib.data.audio_annotations`)
 ``classification``  ``[{"video", "label": class name}]``; or COIN's ``COIN.json`` as it is
                (``{"database": {video: {"class", "subset": training | testing, ...}}}``: train / test)
 =============  ===============================================================================================
@@ -47,6 +49,9 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 import numpy as np
 
+from lib.data.annotation_base import AnnotationError, read_json_object, read_jsonl
+from lib.data.annotation_base import type_name as _type_name
+from lib.data.audio_annotations import is_audio_source, read_audio_source
 from lib.data.tsv import TSVFile, load_id2lineidx
 from lib.utils.atomic import write_json
 
@@ -58,24 +63,6 @@ KINDS = ("pretrain", "retrieval", "caption", "qa_open", "qa_choice", "paragraph"
 METADATA_KEYS = {"qa_open": ("vocab", "ans2label")}
 
 OnError = Literal["raise", "skip"]
-
-
-class AnnotationError(ValueError):
-    """A problem in an annotation file, located by file, split, item index and key."""
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        message: str,
-        split: str | None = None,
-        index: int | None = None,
-        key: str | None = None,
-    ) -> None:
-        self.path, self.split, self.index, self.key = Path(path), split, index, key
-        where = [f"split '{split}'"] if split is not None else []
-        where += [f"item {index}"] if index is not None else []
-        where += [f"key '{key}'"] if key is not None else []
-        super().__init__(f"{path}: {', '.join(where) + ': ' if where else ''}{message}")
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -211,10 +198,6 @@ class _ItemError(Exception):
         self.key = key
 
 
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _get(obj: Mapping[str, Any], key: str) -> Any:
     if key not in obj:
         raise _ItemError(key, f"missing (the item has keys: {', '.join(map(str, obj)) or 'none'})")
@@ -335,21 +318,6 @@ _PARSERS: dict[str, tuple[type, Callable[[Any, _FileContext], Any]]] = {
 # ----------------------------------------------------------------------------------------------- loading
 
 
-def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON file whose top level must be an object; errors name the file (and line for bad JSON)."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise AnnotationError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AnnotationError(path, f"not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise AnnotationError(path, f"top level must be a JSON object with splits, got {_type_name(obj)}")
-    return obj
-
-
 ALPRO_SPLITS = {"train": "train.jsonl", "val": "val.jsonl", "test": "test.jsonl"}
 
 
@@ -453,10 +421,12 @@ def load_annotations(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
-    if kind == "paragraph":
+    if kind == "paragraph" and not is_audio_source(path):
         obj = read_paragraph_source(path)
     elif kind == "classification":
         obj = read_classification_source(path)
+    elif (public := read_audio_source(path, kind)) is not None:  # VALOR, AudioCaps, Clotho, FAVD, MUSIC-AVQA
+        obj = public
     else:
         obj = read_alpro_folder(path, kind) if is_alpro_folder(path) else read_json_object(path)
     present = [s for s in SPLITS if s in obj]
@@ -820,20 +790,6 @@ def _activitynet_items(path: Path, obj: Mapping[str, Any] | None = None) -> list
             )
         items.append({"video": video, **{k: entry.get(k) for k in ("sentences", "timestamps", "duration")}})
     return items
-
-
-def read_jsonl(path: Path) -> list[Any]:
-    """One JSON value per non-blank line (ALPRO's and LF-VILA's annotation files)."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise AnnotationError(path, f"line {line_no} is not valid JSON ({e})") from None
-    return rows
 
 
 def _lfvila_items(path: Path) -> list[Any]:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lib.data.annotations import is_alpro_folder, load_annotations
 from lib.data.audio import AudioStore, FbankConfig, audio_tsv_path
+from lib.data.audio_annotations import is_audio_source
 from lib.data.datasets import AudioSource, ClipDataset, VideoStore, stack_clips
 from lib.data.frames import ClipTransform
 from lib.engine import distributed as D
@@ -89,13 +90,18 @@ def load_tokenizer(name_or_dir: str):
 def txt_path(cfg: Config, task: str) -> Path:
     """``{txt_dir or data_dir}/txt_{task}.json`` (LAVENDER's annotation file naming); where that file does not
     exist, ALPRO's folder ``{txt_dir or data_dir}/{task}/txt/`` (``{train,val,test}.jsonl``) or the folder
-    ``txt_dir`` itself when it holds them."""
+    ``txt_dir`` itself when it holds them, else an audio dataset's files as released (VALOR, AudioCaps,
+    Clotho, FAVDBench, MUSIC-AVQA: :mod:`lib.data.audio_annotations`) in ``{txt_dir or data_dir}/{task}/``
+    or in ``txt_dir`` itself."""
     folder = Path(cfg.txt_dir or cfg.data_dir)
     lavender = folder / f"txt_{task}.json"
     if not lavender.exists():
         for alpro in (folder / task / "txt", folder):
             if is_alpro_folder(alpro):
                 return alpro
+        for public in (folder / task, folder):
+            if is_audio_source(public):
+                return public
     return lavender
 
 
