@@ -258,6 +258,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("audio_slices", int, 2,
         "filterbank slices per clip, spread over the clip (VALOR: 1 pretraining, 2 fine-tuning, 4-8 long)"),
     Key("audio_slice_frames", int, 512, "filterbank frames (10 ms each) per slice (VALOR 512)"),
+    Key("audio_front_end", str, "fbank",
+        "the audio encoder's input: VALOR's Kaldi filterbank (fbank), or FAVDBench's PaSST log-mel (passt: "
+        "computed at load time from a stored waveform, --audio flac --audio_rate 32000; audio_rate 32000, "
+        "audio_mel_bins 128, the first 10 s; sliced like the filterbank)", ("fbank", "passt")),
     # ---- model
     Key("vis_backbone", str, "vidswin", "visual backbone", ("vidswin",)),
     Key("vis_backbone_size", str, "base", "Video Swin size", ("tiny", "small", "base", "large", "custom")),
