@@ -52,7 +52,16 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from lib.data.audio import AudioSettings, FbankConfig, decode_fbank, extract_audio, fbank_slices, stack_audio
+from lib.data.audio import (
+    AudioSettings,
+    FbankConfig,
+    decode_fbank,
+    decode_waveform,
+    extract_audio,
+    fbank_slices,
+    passt_frames,
+    stack_audio,
+)
 from lib.data.extract import extract_one
 from lib.data.frames import ClipTransform, load_clip, sample_frame_indices
 from lib.data.tsv import frame_columns
@@ -316,6 +325,9 @@ class Lavender:
         spec = self.settings.get("audio")
         if spec is None:
             return None
+        if spec.get("front_end") == "passt":  # PaSST's log-mel of the waveform a flac store would hold
+            meta, data = extract_audio(path, AudioSettings("flac", int(spec["rate"])))
+            return None if data is None else passt_frames(decode_waveform(meta, data), self._fbank_config())
         meta, data = extract_audio(path, AudioSettings("fbank", int(spec["rate"]), int(spec["n_mels"])))
         return None if data is None else decode_fbank(meta, data)
 

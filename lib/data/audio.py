@@ -109,10 +109,16 @@ class AudioSettings:
 # ------------------------------------------------------------------------------------------ features
 
 
+FRONT_ENDS = ("fbank", "passt")
+"""The audio encoder's input features: VALOR's Kaldi filterbank, or FAVDBench's PaSST log-mel."""
+
+
 @dataclass(frozen=True)
 class FbankConfig:
     """VALOR's filterbank and slicing (its config keys: audio_melbins, audio_frame_shift, audio_mean/std,
-    audio_sample_num; 512 frames per slice)."""
+    audio_sample_num; 512 frames per slice). ``front_end`` "passt": FAVDBench's PaSST log-mel instead
+    (:func:`passt_frames` of a stored waveform: the first 10 s at ``rate``, ``n_mels`` bins, normalised by
+    PaSST's own ``(x + 4.5) / 5``, so ``mean`` / ``std`` are not applied), sliced the same way."""
 
     rate: int = 22050
     n_mels: int = 64
@@ -122,6 +128,11 @@ class FbankConfig:
     n_slices: int = 2
     mean: float = VALOR_MEAN
     std: float = VALOR_STD
+    front_end: str = "fbank"
+
+    def __post_init__(self) -> None:
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"audio front end must be one of {FRONT_ENDS}, got {self.front_end!r}")
 
 
 def _fbank_options(rate: int, n_mels: int, frame_length_ms: float, frame_shift_ms: float):
@@ -210,6 +221,8 @@ def valor_slices(
     rng = rng or random
     picks = [rng.choice(s) if train else s[(len(s) + 1) // 2 - 1] for s in segments]
     slices = np.stack([padded[i * length : (i + 1) * length] for i in picks]).transpose(0, 2, 1)
+    if config.front_end == "passt":  # normalised by the front end itself
+        return slices
     return (slices - config.mean) / (config.std * 2)
 
 
@@ -264,6 +277,12 @@ def passt_input(wave: np.ndarray, config: PasstConfig = PasstConfig()):
     fixed = np.zeros(n, np.float32)
     fixed[: min(n, len(wave))] = wave[:n]
     return passt_mel(fixed, config)
+
+
+def passt_frames(wave: np.ndarray, config: FbankConfig) -> np.ndarray:
+    """(frames, n_mels) float32: :func:`passt_input` of mono samples at ``config.rate`` (the first 10 s), laid
+    out as a filterbank for :func:`valor_slices` (``front_end`` "passt")."""
+    return passt_input(wave, PasstConfig(rate=config.rate, n_mels=config.n_mels)).numpy().T.copy()
 
 
 # ------------------------------------------------------------------------------------------ extraction
@@ -459,11 +478,17 @@ class AudioStore:
         return meta, data
 
     def fbank(self, video_id: str, config: FbankConfig = FbankConfig()) -> np.ndarray | None:
-        """(frames, n_mels) float32 filterbank of ``video_id``; None when the video has no audio. A waveform
-        row is turned into one here (at ``config``'s rate only: no second resampling)."""
+        """(frames, n_mels) float32 filterbank of ``video_id`` (or, with ``config.front_end`` "passt", its
+        PaSST log-mel, from a waveform row only); None when the video has no audio. A waveform row is turned
+        into one here (at ``config``'s rate only: no second resampling)."""
         meta, data = self.row(video_id)
         if data is None:
             return None
+        if config.front_end == "passt" and meta["kind"] not in WAVEFORM_KINDS:
+            raise AudioFormatError(
+                f"video {video_id!r}: the PaSST front end needs a stored waveform, the store holds "
+                f"{meta['kind']!r} features; extract with --audio flac --audio_rate {config.rate}"
+            )
         if int(meta["rate"]) != config.rate:
             raise AudioFormatError(
                 f"video {video_id!r}: audio stored at {meta['rate']} Hz, the features want {config.rate} Hz; "
@@ -475,6 +500,8 @@ class AudioStore:
                     f"video {video_id!r}: {meta['n_mels']} mel bins stored, the features want {config.n_mels}"
                 )
             return decode_fbank(meta, data)
+        if config.front_end == "passt":
+            return passt_frames(decode_waveform(meta, data), config)
         return kaldi_fbank(
             decode_waveform(meta, data),
             config.rate,
@@ -549,6 +576,8 @@ __all__ = [
     "kaldi_fbank",
     "kaldi_mel_banks",
     "parse_audio_row",
+    "FRONT_ENDS",
+    "passt_frames",
     "passt_input",
     "passt_mel",
     "stack_audio",

@@ -173,6 +173,23 @@ SCHEMA: tuple[Key, ...] = (
     Key("caption_entity_score", str, "",
         "captioning: also FAVDBench's EntityScore of the test captions, its similarity term from this local "
         "text encoder (a folder, or all-MiniLM-L6-v2 from its PyPI package); '' = off"),
+    Key("caption_loss", str, "mlm",
+        "captioning loss: masked tokens (mlm, LAVENDER / SwinBERT), next-token prediction at every caption "
+        "position under the causal mask (lm; decoding then reads the next word at the last word, not at an "
+        "appended [MASK]), or AVLFormer's mix caption_lm_weight * lm + (1 - caption_lm_weight) * mlm; one "
+        "MLM head for all", ("mlm", "lm", "lm+mlm")),
+    Key("caption_lm_weight", float, 0.5,
+        "caption_loss lm+mlm: the LM weight lambda (AVLFormer's default 0.5; its README trains with 0.1)"),
+    Key("sparse_mask", bool, False,
+        "SwinBERT / AVLFormer: learn a sparse attention mask over the context (video + audio) tokens, sized "
+        "for the run's frames, frame size and audio slices (every modality of the model); captioning adds "
+        "its L1 loss"),
+    Key("sparse_mask_weight", float, 0.5,
+        "sparse_mask: weight of its L1 sparsity loss in the captioning loss (AVLFormer loss_sparse_w, "
+        "README 0.5)"),
+    Key("sparse_mask_hard", bool, False,
+        "sparse_mask: binarise the mask at 0.5 (SwinBERT / AVLFormer sparse_mask_soft2hard; the mask then "
+        "gets no gradient)"),
     Key("qa_answer_space", str, "candidates", "open-ended QA answers: candidate list or the whole vocabulary",
         ("candidates", "vocab")),
     Key("qa_layout", str, "auto", "open-ended QA input layout", ("auto", "open", "fill_blank")),
@@ -241,6 +258,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("audio_slices", int, 2,
         "filterbank slices per clip, spread over the clip (VALOR: 1 pretraining, 2 fine-tuning, 4-8 long)"),
     Key("audio_slice_frames", int, 512, "filterbank frames (10 ms each) per slice (VALOR 512)"),
+    Key("audio_front_end", str, "fbank",
+        "the audio encoder's input: VALOR's Kaldi filterbank (fbank), or FAVDBench's PaSST log-mel (passt: "
+        "computed at load time from a stored waveform, --audio flac --audio_rate 32000; audio_rate 32000, "
+        "audio_mel_bins 128, the first 10 s; sliced like the filterbank)", ("fbank", "passt")),
     # ---- model
     Key("vis_backbone", str, "vidswin", "visual backbone", ("vidswin",)),
     Key("vis_backbone_size", str, "base", "Video Swin size", ("tiny", "small", "base", "large", "custom")),
@@ -352,7 +373,7 @@ BOUNDS: dict[str, Bounds] = {
     "mtc_num_other": AT_LEAST_0, "long_form_dim": AT_LEAST_0, "max_sentences": AT_LEAST_1,
     "sentence_layers": AT_LEAST_0, "vis_local_window": AT_LEAST_1, "vis_temporal_windows": AT_LEAST_1,
     "audio_rate": Bounds(1000, 192000), "audio_mel_bins": AT_LEAST_1, "audio_slices": AT_LEAST_1,
-    "audio_slice_frames": AT_LEAST_1,
+    "audio_slice_frames": AT_LEAST_1, "caption_lm_weight": UNIT, "sparse_mask_weight": AT_LEAST_0,
 }
 # fmt: on
 

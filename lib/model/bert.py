@@ -117,7 +117,8 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, N, D); mask bool, broadcastable to (B, heads, N, N), True = may attend."""
+        """x (B, N, D); mask broadcastable to (B, heads, N, N): bool (True = may attend) or an additive float
+        bias (a learned sparse mask, :class:`lib.model.lavender.LearnedSparseMask`)."""
         return self.attend(*self.project(x), mask)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,11 +138,16 @@ class BertSelfAttention(nn.Module):
         # vs 31 ms for 16x12 heads x 105 tokens, bench/attention.py).
         low_precision_grad = torch.is_grad_enabled() and q.dtype != torch.float32
         cpu_slow = q.device.type == "cpu" and (p > 0 or low_precision_grad)
+        if mask.dtype != torch.bool:  # an additive bias, in the scores' dtype
+            mask = mask.to(q.dtype)
         if self.attn_impl == "sdpa" and not cpu_slow:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
             scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))
-            scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+            if mask.dtype == torch.bool:
+                scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+            else:
+                scores = scores + mask
             out = torch.matmul(F.dropout(scores.softmax(dim=-1), p, self.training), v)
         b, _, n, _ = q.shape
         return out.transpose(1, 2).reshape(b, n, -1)
@@ -197,7 +203,7 @@ class BertLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The layer on context rows that attend only to the context (a prefix mask): the output states and
         this layer's keys and values of the context, which text rows attend to (:meth:`forward_text`).
-        context (V, Nc, D); mask (V, 1, 1, Nc), True = may attend."""
+        context (V, Nc, D); mask (V, 1, 1 or Nc, Nc): bool, True = may attend, or an additive bias."""
         attention = self.attention.self
         q, k, v = attention.project(context)
         context = self.attention.output(attention.attend(q, k, v, mask), context)
@@ -309,9 +315,13 @@ class BertEncoder(nn.Module):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
-    def encode_context(self, context: torch.Tensor, context_mask: torch.Tensor) -> FusionContext:
-        """Every layer's keys and values of context rows that attend only to the context."""
-        own = fusion_mask(context_mask, context_mask.new_zeros(context_mask.shape[0], 0), "full")
+    def encode_context(
+        self, context: torch.Tensor, context_mask: torch.Tensor, own: torch.Tensor | None = None
+    ) -> FusionContext:
+        """Every layer's keys and values of context rows that attend only to the context: to every valid
+        context token, or as ``own`` (V, 1, Nc, Nc) says (a learned sparse mask's bias)."""
+        if own is None:
+            own = fusion_mask(context_mask, context_mask.new_zeros(context_mask.shape[0], 0), "full")
         keys, values = [], []
         for layer in self.layer:
             context, k, v = self._run(layer.forward_context, context, own)

@@ -90,6 +90,11 @@ class LavenderConfig:
     long_form_dim: int = 0
     max_sentences: int = 8
     sentence_layers: int = 0
+    # Learned sparse attention mask (SwinBERT, AVLFormer; lib.model.lavender.LearnedSparseMask): a learned
+    # mask over the context-context block of the fusion attention, sized for this many context (video +
+    # audio) tokens (0: none, LAVENDER's layout); sparse_mask_hard binarises it at 0.5.
+    sparse_mask_tokens: int = 0
+    sparse_mask_hard: bool = False
     # Pre-text task token (emb_task row added before the text when enabled).
     enable_task_token: bool = False
     num_task_tokens: int = 10
@@ -99,6 +104,11 @@ class LavenderConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
+        if self.sparse_mask_tokens < 0 or (self.sparse_mask_hard and not self.sparse_mask_tokens):
+            raise ValueError(
+                f"sparse_mask_tokens must be >= 0 (got {self.sparse_mask_tokens}); sparse_mask_hard needs "
+                "a mask"
+            )
         if self.contrastive_text_pool not in ("cls", "mean"):
             raise ValueError(f"contrastive_text_pool: 'cls' or 'mean', got {self.contrastive_text_pool!r}")
         if self.swin_size != "custom":

@@ -16,7 +16,9 @@ Reading order: the architecture as data (:mod:`lib.model.config`) -> the encoder
 (:mod:`lib.model.encoders`: ``video``, ``text``, each registered with its checkpoint key prefix) -> BERT
 layers and the MLM head (:mod:`lib.model.bert`) -> this model, which composes them: context tokens (video,
 and any other modality in ``config.modalities``, each with its modality-type embedding where its encoder
-declares one) then the text, through the one fusion encoder ``trsfr`` and the one head ``fc_mtm``.
+declares one) then the text, through the one fusion encoder ``trsfr`` and the one head ``fc_mtm``; with
+``config.sparse_mask_tokens`` a learned mask over the context-context attention (:class:`LearnedSparseMask`,
+SwinBERT / AVLFormer) whose L1 loss the captioning task adds.
 Parameter names follow the reference checkpoints (``enc_img.*``, ``enc_txt.emb_txt.*``, ``trsfr.layer.N.*``,
 ``fc_mtm.predictions.*``, ``emb_task``) so they load unchanged (``lib.model.checkpoint``).
 """
@@ -36,6 +38,70 @@ from .config import TASK_TOKEN_IDS, LavenderConfig
 from .contrastive import ContrastiveHead
 from .encoders import EncoderSpec, encoder_spec
 from .long_form import LongFormHead
+
+# ----------------------------------------------------------------------------------------------------
+# The learned sparse attention mask (SwinBERT; AVLFormer over video + audio tokens)
+# ----------------------------------------------------------------------------------------------------
+
+SPARSE_MASK_BIAS = -10000.0
+"""The score a mask value of 0 adds: BERT's extended mask ``(1 - m) * -10000``, through which SwinBERT's soft
+mask acts."""
+
+
+class LearnedSparseMask(nn.Module):
+    """SwinBERT's learned attention mask over the N context (video + audio) tokens, as AVLFormer uses it.
+
+    An N x N logit matrix; ``mask = sigmoid(logits)`` off the diagonal and 1 on it. It replaces the
+    context-context block of the fusion mask as BERT's additive bias ``(1 - mask) * -10000`` on the valid
+    tokens (padding and a clip's missing audio stay masked); text rows keep their own rules. ``hard``
+    binarises it at 0.5, without gradient (SwinBERT's ``sparse_mask_soft2hard``). :meth:`sparsity_loss` is
+    the L1 term, the mean of the off-diagonal part (SwinBERT's ``get_loss_sparsity``).
+    """
+
+    keeps_own_init = True  # normal(0, 1), SwinBERT's nn.Embedding
+
+    def __init__(self, n_tokens: int, hard: bool = False):
+        super().__init__()
+        self.hard = hard
+        self.logits = nn.Parameter(torch.empty(n_tokens, n_tokens))
+        nn.init.normal_(self.logits)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.logits.shape[0]
+
+    def off_diagonal(self) -> torch.Tensor:
+        """(N, N) ``sigmoid(logits)`` with a zero diagonal."""
+        eye = torch.eye(self.n_tokens, device=self.logits.device, dtype=self.logits.dtype)
+        return torch.sigmoid(self.logits) * (1 - eye)
+
+    def mask(self) -> torch.Tensor:
+        """(N, N) the soft mask in [0, 1], diagonal 1."""
+        return self.off_diagonal() + torch.eye(self.n_tokens, device=self.logits.device)
+
+    def sparsity_loss(self) -> torch.Tensor:
+        """The L1 sparsity loss: mean of |off-diagonal mask| over the N x N matrix."""
+        return self.off_diagonal().abs().mean()
+
+    def forward(self, allowed: torch.Tensor, n_context: int) -> torch.Tensor:
+        """The fusion mask ``allowed`` (B, 1, 1 or N', N') bool over [context ; rest], whose first
+        ``n_context`` rows and columns are the context tokens, with the learned block applied: (B, 1, N', N')
+        bool (``hard``) or an additive float bias."""
+        n = self.n_tokens
+        if n_context != n:
+            raise ValueError(
+                f"the learned sparse mask covers {n} context tokens; this input has {n_context} (another "
+                "frame count, frame size, audio slices or modality group than the model was built for)"
+            )
+        b, n_keys = allowed.shape[0], allowed.shape[-1]
+        allowed = allowed.expand(b, 1, n_keys, n_keys)
+        pad = (0, n_keys - n, 0, n_keys - n)
+        if self.hard:
+            keep = F.pad(self.mask().detach() >= 0.5, pad, value=True)
+            return allowed & keep
+        bias = F.pad((1 - self.mask()) * SPARSE_MASK_BIAS, pad)
+        return bias.masked_fill(~allowed, float("-inf"))
+
 
 # ----------------------------------------------------------------------------------------------------
 # The model
@@ -76,6 +142,12 @@ class LavenderModel(nn.Module):
         # Long-form video (lib.model.long_form): clip / sentence projections, sentence-index embeddings.
         self.long_form = (
             LongFormHead(self.encoder("video").swin.local_features, config) if config.long_form_dim else None
+        )
+        # SwinBERT / AVLFormer: a learned mask over the context-context attention (video + audio tokens).
+        self.sparse_mask = (
+            LearnedSparseMask(config.sparse_mask_tokens, config.sparse_mask_hard)
+            if config.sparse_mask_tokens
+            else None
         )
         self.load_reports: dict[str, Any] = {}  # filled by build_from_pretrained_parts: what came from where
         self.reset_parameters()
@@ -193,13 +265,27 @@ class LavenderModel(nn.Module):
             mask = F.pad(mask, (0, 1), value=True)
         return context, mask
 
+    def _context_attention(self, allowed: torch.Tensor, n_context: int) -> torch.Tensor:
+        """The fusion mask ``allowed`` with the learned sparse mask over its first ``n_context`` (video +
+        audio) rows and columns, when the model has one."""
+        return allowed if self.sparse_mask is None else self.sparse_mask(allowed, n_context)
+
+    def sparsity_loss(self) -> torch.Tensor | None:
+        """The learned sparse mask's L1 loss (:meth:`LearnedSparseMask.sparsity_loss`); None without one."""
+        return None if self.sparse_mask is None else self.sparse_mask.sparsity_loss()
+
     def fusion_context(
         self, video_feat: torch.Tensor, video_mask: torch.Tensor, task: str | None = None
     ) -> FusionContext:
         """The fused video side of attention where video ignores text (:meth:`shares_video`), computed once:
         pass it to :meth:`fuse` in place of the video tokens for any number of text rows (every decoding
         step, every retrieval pair)."""
-        return self.trsfr.encode_context(*self._context(video_feat, video_mask, task, video_feat.dtype))
+        context, mask = self._context(video_feat, video_mask, task, video_feat.dtype)
+        own = None
+        if self.sparse_mask is not None:
+            own = fusion_mask(mask, mask.new_zeros(mask.shape[0], 0), "full")
+            own = self._context_attention(own, video_feat.shape[1])
+        return self.trsfr.encode_context(context, mask, own)
 
     def fuse(
         self,
@@ -238,7 +324,7 @@ class LavenderModel(nn.Module):
             tokens, mask = self._context(video_feat, video_mask, task, text_emb.dtype)
             x = torch.cat([tokens.index_select(0, video_index), text_emb], dim=1)
             allowed = fusion_mask(mask.index_select(0, video_index), text_mask.bool(), "full")
-            return self.trsfr(x, allowed)[:, -n_text:]
+            return self.trsfr(x, self._context_attention(allowed, video_feat.shape[1]))[:, -n_text:]
         mode = "seq2seq" if attn == "seq2seq" else "prefix"
         allowed = fusion_mask(context.mask.index_select(0, video_index), text_mask.bool(), mode)
         return self.trsfr.forward_text(text_emb, context, video_index, allowed[..., -n_text:, :])
@@ -363,6 +449,7 @@ __all__ = [
     "TASK_TOKEN_IDS",
     "FusionContext",
     "LavenderConfig",
+    "LearnedSparseMask",
     "LavenderModel",
     "TextCache",
     "fusion_mask",

@@ -24,6 +24,7 @@ open_qa             ``[CLS] q… answer : [MASK] [SEP] [PAD]…``               
 fill_blank          ``[CLS] … [MASK] … [SEP] [PAD]…``                           size_txt        size_txt
 multiple_choice     ``[CLS] q [SEP] option 0: a0 … [MASK] [SEP] [PAD]…``         size_txt + 3    size_txt + 3
 caption_train       ``[CLS] w… [SEP] [PAD]…`` with ~p of the tokens masked      size_txt        size_txt
+caption_lm          ``[CLS] w… [SEP] [PAD]…``, labels = the next token          size_txt        (AVLFormer)
 caption_step        ``prefix… [MASK]`` (no padding)                            len(prefix)+1   same
 ==================  =========================================================  ==============  =============
 
@@ -462,6 +463,15 @@ def mlm_mask(
     return _corrupt(ids, maskable, mask_id, p, generator, mode, vocab_size)
 
 
+def _caption_rows(
+    tok, captions: Sequence[str], size_txt: int, what: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[CLS] w… [SEP] [PAD]…`` (length ``size_txt``, captions truncated) and its mask."""
+    _need(what, size_txt, 2)
+    rows = [[tok.cls_token_id, *c[: size_txt - 2], tok.sep_token_id] for c in _pieces(tok, captions, what)]
+    return _pack(rows, size_txt, tok.pad_token_id)
+
+
 def caption_train(
     tok,
     captions: Sequence[str],
@@ -478,17 +488,23 @@ def caption_train(
     can ``[CLS]`` (the reference masks every non-[PAD]/non-[MASK] token); ``mask_cls=False`` keeps the
     start token intact, matching what decoding always feeds.
     """
-    _need("caption_train", size_txt, 2)
-    rows = [
-        [tok.cls_token_id, *c[: size_txt - 2], tok.sep_token_id]
-        for c in _pieces(tok, captions, "caption_train")
-    ]
-    ids, mask = _pack(rows, size_txt, tok.pad_token_id)
+    ids, mask = _caption_rows(tok, captions, size_txt, "caption_train")
     maskable = (ids != tok.pad_token_id) & (ids != tok.mask_token_id)
     if not mask_cls:
         maskable &= ids != tok.cls_token_id
     corrupted, labels = _corrupt(ids, maskable, tok.mask_token_id, p, generator, "mask", None)
     return Layout(corrupted, mask, labels, attn="seq2seq", task="cap")
+
+
+def caption_lm(tok, captions: Sequence[str], size_txt: int) -> Layout:
+    """Captioning's next-token (LM) input: ``[CLS] w… [SEP] [PAD]…`` (length ``size_txt``) as it is, each
+    position labelled with the token after it (the last token and padding unsupervised), attention
+    "seq2seq": under the causal mask position i sees tokens 0..i and predicts token i + 1 (AVLFormer's LM
+    loss through the one MLM head)."""
+    ids, mask = _caption_rows(tok, captions, size_txt, "caption_lm")
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, :-1] = torch.where(mask[:, 1:].bool(), ids[:, 1:], IGNORE_INDEX)
+    return Layout(ids, mask, labels, attn="seq2seq", task="cap")
 
 
 def caption_start(tok, batch_size: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ encoder over (video tokens, text) and the head only where a label or a predictio
 * :func:`masked_logits` / :func:`masked_labels`: every supervised [MASK] of a k-mask layout and its labels;
 * :func:`masked_token_logits` / :func:`masked_token_loss`: every supervised position of a corrupted text
   (pretraining's MTM, caption training);
+* :func:`lm_mlm_loss`: AVLFormer's captioning mix of next-token (LM) and masked-token (MLM) losses;
 * :func:`matching_loss`: cross-entropy at the [MASK] of (video, text) pairs ("true"/"false", VTM);
 * :func:`true_false_pair_scores`: the matching score of many (text, video) pairs, batched, in float32.
 
@@ -101,6 +102,27 @@ def masked_token_loss(model, feat: torch.Tensor, mask: torch.Tensor, layout: Lay
     logits, labels, _ = masked_token_logits(model, feat, mask, layout)
     loss = F.cross_entropy(logits.float(), labels)
     return {"loss": loss, "acc": (logits.argmax(-1) == labels).float().mean()}
+
+
+def lm_mlm_loss(
+    model, feat: torch.Tensor, mask: torch.Tensor, lm: Layout, mlm: Layout | None, lm_weight: float = 1.0
+) -> dict:
+    """AVLFormer's captioning loss ``lm_weight * LM + (1 - lm_weight) * MLM`` through the one MLM head: LM is
+    the next-token cross-entropy at every caption position of ``lm`` (:func:`lib.model.layouts.caption_lm`),
+    MLM the cross-entropy at the masked tokens of ``mlm`` (:func:`lib.model.layouts.caption_train`; None:
+    the LM loss alone). Both are "seq2seq", so the video is fused once for the two."""
+    video = model.fusion_context(feat, mask, lm.task)
+    lm_out = masked_token_loss(model, video, None, lm)
+    if mlm is None:
+        return lm_out
+    mlm_out = masked_token_loss(model, video, None, mlm)
+    return {
+        "loss": lm_weight * lm_out["loss"] + (1 - lm_weight) * mlm_out["loss"],
+        "acc": mlm_out["acc"],
+        "lm_loss": lm_out["loss"].detach(),
+        "lm_acc": lm_out["acc"],
+        "mlm_loss": mlm_out["loss"].detach(),
+    }
 
 
 def answer_pieces_loss(

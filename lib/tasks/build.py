@@ -37,17 +37,18 @@ from lib.model.checkpoint import (
 )
 from lib.model.config import LavenderConfig
 from lib.model.encoders.audio import AudioEncoderConfig, load_ast_weights
-from lib.model.lavender import LavenderModel
+from lib.model.lavender import LavenderModel, LearnedSparseMask
 from lib.model.long_form import stage_one_prefixes
 from lib.tasks.common import resize_on_device, resolve_pretrained_dir
 
 logger = logging.getLogger(__name__)
 
 SWIN_DIR = Path("_models/video_swin_transformer")
-CKPT_MAY_LACK = ("emb_task", "enc_img.emb_odr", "emb_type.", "vtc.")
+CKPT_MAY_LACK = ("emb_task", "enc_img.emb_odr", "emb_type.", "vtc.", "sparse_mask.")
 """Model tensors (names or prefixes ending in ".") a ``path_ckpt`` may lack: the task-token table and the
-frame-order embedding (VIOLET and SwinBERT checkpoints have neither), the modality-type embeddings and the
-contrastive head (newer than LAVENDER's checkpoints), and, by :func:`may_lack`, the encoder of every
+frame-order embedding (VIOLET and SwinBERT checkpoints have neither), the modality-type embeddings, the
+contrastive head and the learned sparse mask (newer than LAVENDER's checkpoints; the mask then starts from
+SwinBERT's random init), and, by :func:`may_lack`, the encoder of every
 context modality other than video (e.g. audio, which LAVENDER never had)."""
 MIN_FIT = 0.5
 """A ``path_ckpt`` must fill at least this fraction of the model's tensors, ``ckpt_partial`` or not."""
@@ -166,6 +167,10 @@ def build_model(cfg: Config, tokenizer=None) -> LavenderModel:
         model = keep_fusion_layers(model, cfg.fusion_layers)
     if cfg.fusion_dropout is not None:
         set_fusion_dropout(model, cfg.fusion_dropout)
+    if cfg.sparse_mask:
+        add_sparse_mask(model, cfg)
+    elif cfg.sparse_mask_hard:
+        raise ConfigError("sparse_mask_hard binarises the learned sparse mask: set sparse_mask true")
     if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
         raise ValueError(
             f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {model.config.vocab_size}"
@@ -276,6 +281,32 @@ def freeze_params(model: LavenderModel, prefixes: list[str]) -> list[str]:
         logger.info("frozen (freeze_params): %d tensors, %d parameters", len(frozen),
                     sum(params[n].numel() for n in frozen))  # fmt: skip
     return frozen
+
+
+def context_tokens(model: LavenderModel, cfg: Config) -> int:
+    """How many context tokens (every modality of the model) one clip of the run gives: counted by encoding
+    a blank clip (``size_frame`` frames of ``size_img``, ``audio_slices`` slices), so the count is the
+    encoders' own."""
+    shapes = {
+        "video": (1, cfg.size_frame, 3, cfg.size_img, cfg.size_img),
+        "audio": (1, cfg.audio_slices, cfg.audio_mel_bins, cfg.audio_slice_frames),
+    }
+    inputs = {m: torch.zeros(shapes[m]) for m in model.config.modalities}
+    training = model.training
+    with torch.no_grad():
+        tokens, _ = model.eval().encode(inputs)
+    model.train(training)
+    return tokens.shape[1]
+
+
+def add_sparse_mask(model: LavenderModel, cfg: Config) -> None:
+    """Give the model SwinBERT / AVLFormer's learned sparse mask (``sparse_mask``), sized for the run's
+    clips."""
+    config = dataclasses.replace(
+        model.config, sparse_mask_tokens=context_tokens(model, cfg), sparse_mask_hard=cfg.sparse_mask_hard
+    )
+    model.config = config
+    model.sparse_mask = LearnedSparseMask(config.sparse_mask_tokens, config.sparse_mask_hard)
 
 
 def set_fusion_dropout(model: LavenderModel, p: float) -> None:

@@ -13,7 +13,11 @@ Training: ``[CLS] w… [SEP] [PAD]…`` (``size_txt``) with ``p_mask`` of the no
 :func:`lib.model.layouts.caption_train`), attention "seq2seq" (causal over the text, full view of the
 video), cross-entropy at the masked positions only (the head runs on those rows alone). Captioning always
 uses "seq2seq": decoding appends one ``[MASK]`` after the prefix, which only matches training when no
-position sees the words after it (``attn_mask_type`` is not read).
+position sees the words after it (``attn_mask_type`` is not read). ``caption_loss`` lm trains next-token
+prediction at every caption position instead (:func:`lib.model.layouts.caption_lm`, read at the last word
+when decoding), and lm+mlm AVLFormer's mix ``caption_lm_weight * LM + (1 - caption_lm_weight) * MLM``
+(:func:`lib.model.mlm.lm_mlm_loss`; decoding as for mlm). A model with a learned sparse mask
+(``sparse_mask``) adds its L1 loss times ``sparse_mask_weight`` (logged as ``sparse_loss``).
 
 Evaluation: one caption per distinct video of the split (greedy, or beam search with ``beam_size`` > 1;
 :mod:`lib.tasks.decode`), scored against ALL captions of that video in the split with
@@ -48,7 +52,7 @@ from lib.engine import distributed as D
 from lib.engine.config import Config
 from lib.metrics.caption import coco_scores
 from lib.model import layouts
-from lib.model.mlm import masked_token_loss
+from lib.model.mlm import lm_mlm_loss, masked_token_loss
 from lib.tasks.common import (
     AnnotatedTask,
     Predictor,
@@ -66,7 +70,8 @@ from lib.tasks.registry import register_task
 class CaptionPredictor(Predictor):
     """Captions decoded with the MLM head (:mod:`lib.tasks.decode`): greedy, or beam search.
 
-    Settings: ``size_txt``, ``beam_size``, ``max_gen_length``, ``length_penalty``."""
+    Settings: ``size_txt``, ``beam_size``, ``max_gen_length``, ``length_penalty``, ``read`` (where the next
+    word is read: "mask", or "last" for a model trained with the LM loss alone)."""
 
     def captions(
         self,
@@ -85,6 +90,7 @@ class CaptionPredictor(Predictor):
             max_gen_length=max_gen_length or int(self.settings["max_gen_length"]),
             size_txt=int(self.settings["size_txt"]),
             length_penalty=float(self.settings.get("length_penalty", 1.0)),
+            read=str(self.settings.get("read", "mask")),
         )
 
     def predict(
@@ -154,6 +160,7 @@ class CaptionTask(AnnotatedTask):
             "max_gen_length": cfg.max_gen_length,
             "beam_size": cfg.beam_size,
             "length_penalty": 1.0,
+            **({"read": "last"} if cfg.caption_loss == "lm" else {}),  # LM alone: no [MASK] to read
         }
 
     @classmethod
@@ -169,17 +176,35 @@ class CaptionTask(AnnotatedTask):
     # ---- training
 
     def collate_train(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """The clips and, per ``caption_loss``, the masked-token layout (``layout``) and / or the next-token
+        layout (``lm_layout``) of one caption per clip."""
         rng = random.Random(random.getrandbits(64))
         texts = [caption_text(item["record"], True, rng) for item in items]
-        return {
-            "video": stack_clips_padded(items),
-            "layout": layouts.caption_train(self.tok, texts, self.cfg.size_txt, self.cfg.p_mask),
-            "ids": [item["id"] for item in items],
-        }
+        batch = {"video": stack_clips_padded(items), "ids": [item["id"] for item in items]}
+        if self.cfg.caption_loss != "lm":
+            batch["layout"] = layouts.caption_train(self.tok, texts, self.cfg.size_txt, self.cfg.p_mask)
+        if self.cfg.caption_loss != "mlm":
+            batch["lm_layout"] = layouts.caption_lm(self.tok, texts, self.cfg.size_txt)
+        return batch
 
     def step(self, model, batch: dict[str, Any]) -> dict:
+        """The ``caption_loss`` (masked tokens, next tokens, or AVLFormer's mix), plus the learned sparse
+        mask's L1 loss times ``sparse_mask_weight`` when the model has one (logged as ``sparse_loss``)."""
         feat, mask = model.encode_video(on_device(batch["video"], model_device(model)))
-        return masked_token_loss(model, feat, mask, batch["layout"])
+        if self.cfg.caption_loss == "mlm":
+            out = masked_token_loss(model, feat, mask, batch["layout"])
+        else:
+            out = lm_mlm_loss(
+                model, feat, mask, batch["lm_layout"], batch.get("layout"), self.cfg.caption_lm_weight
+            )
+        sparse = model.sparsity_loss()
+        if sparse is not None:
+            out = {
+                **out,
+                "loss": out["loss"] + self.cfg.sparse_mask_weight * sparse,
+                "sparse_loss": sparse.detach(),
+            }
+        return out
 
     # ---- evaluation
 

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lib.data.annotations import is_alpro_folder, load_annotations
-from lib.data.audio import AudioStore, FbankConfig, audio_tsv_path
+from lib.data.audio import AudioStore, FbankConfig, PasstConfig, audio_tsv_path
 from lib.data.audio_annotations import is_audio_source
 from lib.data.datasets import AudioSource, ClipDataset, VideoStore, stack_clips
 from lib.data.frames import ClipTransform
@@ -307,12 +307,22 @@ def clip_dataset(cfg: Config, store: VideoStore, records: Sequence[Any], train: 
 
 
 def fbank_config(cfg: Config) -> FbankConfig:
-    """The audio features of a run config (VALOR's filterbank slices)."""
+    """The audio features of a run config (VALOR's filterbank slices, or with ``audio_front_end`` passt
+    FAVDBench's PaSST log-mel, which fixes the rate and the mel bins)."""
+    if cfg.audio_front_end == "passt":
+        passt = PasstConfig()
+        if (cfg.audio_rate, cfg.audio_mel_bins) != (passt.rate, passt.n_mels):
+            raise ConfigError(
+                f"audio_front_end passt is PaSST's log-mel at {passt.rate} Hz with {passt.n_mels} mel bins: "
+                f"set audio_rate {passt.rate} and audio_mel_bins {passt.n_mels} (got {cfg.audio_rate}, "
+                f"{cfg.audio_mel_bins})"
+            )
     return FbankConfig(
         rate=cfg.audio_rate,
         n_mels=cfg.audio_mel_bins,
         slice_frames=cfg.audio_slice_frames,
         n_slices=cfg.audio_slices,
+        front_end=cfg.audio_front_end,
     )
 
 

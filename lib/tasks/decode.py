@@ -46,6 +46,7 @@ from lib.model.bert import FusionContext
 from lib.model.mlm import logits_at
 
 CAPTION_TASK = "cap"  # the task token of the caption layouts (lib.model.layouts.caption_step)
+READ_AT = ("mask", "last")  # where the next word is read: an appended [MASK], or the last word (LM)
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,13 @@ def _allowed_log_probs(tok, logits: torch.Tensor) -> torch.Tensor:
     return log_probs
 
 
-def _cached_step(model, tok, cache, new_ids: torch.Tensor) -> torch.Tensor:
+def _cached_step(model, tok, cache, new_ids: torch.Tensor, read: str = "mask") -> torch.Tensor:
     """(rows, V) log-probabilities of the next word of every cached row, given its ``new_ids`` (rows, q):
-    the tokens not cached yet; a ``[MASK]`` follows them and is read."""
-    masks = torch.full_like(new_ids[:, :1], tok.mask_token_id)
-    hidden = model.fuse_cached(torch.cat([new_ids, masks], dim=1), cache, keep=new_ids.shape[1])
+    the tokens not cached yet; a ``[MASK]`` follows them and is read (``read`` "last": no [MASK], the last
+    new token is read)."""
+    if read == "mask":
+        new_ids = torch.cat([new_ids, torch.full_like(new_ids[:, :1], tok.mask_token_id)], dim=1)
+    hidden = model.fuse_cached(new_ids, cache, keep=new_ids.shape[1] - int(read == "mask"))
     return _allowed_log_probs(tok, model.mlm_logits(hidden[:, -1]))
 
 
@@ -104,13 +107,15 @@ def next_token_log_probs(
     video_mask: torch.Tensor | None,
     prefix: torch.Tensor,
     video_index: torch.Tensor | None = None,
+    read: str = "mask",
 ) -> torch.Tensor:
     """(N, V) log-probabilities of the word after ``prefix`` (N, t), row i given video ``video_index[i]``
-    (default: video i): video tokens and mask, or their :class:`FusionContext`."""
+    (default: video i): video tokens and mask, or their :class:`FusionContext`. ``read``: at the [MASK]
+    appended after the prefix, or ("last") at the prefix's last token (a model trained with the LM loss
+    alone; under the causal mask the [MASK] after it changes nothing there)."""
     layout = layouts.caption_step(tok, prefix, prefix.shape[1] + 1)
-    return _allowed_log_probs(
-        tok, logits_at(model, video_feat, video_mask, layout, layout.mask_pos, video_index)
-    )
+    position = layout.mask_pos - int(read == "last")
+    return _allowed_log_probs(tok, logits_at(model, video_feat, video_mask, layout, position, video_index))
 
 
 def greedy(
@@ -122,6 +127,7 @@ def greedy(
     size_txt: int | None = None,
     length_penalty: float = 1.0,
     cache: bool = True,
+    read: str = "mask",
 ) -> list[Caption]:
     """The most probable word at every step, for a batch of encoded videos (B, Nv, D) / (B, Nv)."""
     n, device = video_feat.shape[0], video_feat.device
@@ -142,12 +148,12 @@ def greedy(
         if len(rows) == 0:
             break
         if cached is None:
-            step_lp = next_token_log_probs(model, tok, video, None, prefix[rows], rows)
+            step_lp = next_token_log_probs(model, tok, video, None, prefix[rows], rows, read)
         else:
             if len(rows) < len(cached_rows):  # rows finished last step: drop them from the cache
                 cached = cached.select(torch.searchsorted(cached_rows, rows))
                 cached_rows = rows
-            step_lp = _cached_step(model, tok, cached, prefix[rows, cached.length :])
+            step_lp = _cached_step(model, tok, cached, prefix[rows, cached.length :], read)
         best_lp, best = step_lp.max(dim=-1)
         token = torch.full((n,), tok.pad_token_id, dtype=torch.long, device=device)
         token[rows] = best
@@ -177,6 +183,7 @@ def beam_search(
     size_txt: int | None = None,
     length_penalty: float = 1.0,
     cache: bool = True,
+    read: str = "mask",
 ) -> list[Caption]:
     """Length-normalised beam search (see the module docstring), batched over videos × beams."""
     if beam_size < 1:
@@ -201,7 +208,7 @@ def beam_search(
             break
         if cached is None:
             prefix = torch.cat([cls[rows], tokens.view(b * k, steps)[rows, :step]], dim=1)
-            step_lp = next_token_log_probs(model, tok, video, None, prefix, beam_video[rows])
+            step_lp = next_token_log_probs(model, tok, video, None, prefix, beam_video[rows], read)
         else:
             live_video = alive.any(dim=1)
             if not live_video[active].all():  # a video's beams have all finished: drop it from the cache
@@ -211,7 +218,7 @@ def beam_search(
             cache_rows = (active[:, None] * k + beams).view(-1)  # rows b*K + j in cache order
             new = cls[cache_rows] if step == 0 else tokens.view(b * k, steps)[cache_rows, step - 1 : step]
             live = alive.view(-1)[cache_rows]
-            step_lp = _cached_step(model, tok, cached, new)[live]  # the same rows, in the same order
+            step_lp = _cached_step(model, tok, cached, new, read)[live]  # the same rows, in the same order
         vocab = step_lp.shape[1]
         extended = torch.full((b * k, vocab), float("-inf"), device=device)
         extended[rows] = log_prob.view(-1)[rows, None] + step_lp
@@ -259,13 +266,20 @@ def generate(
     size_txt: int | None = None,
     length_penalty: float = 1.0,
     cache: bool = True,
+    read: str = "mask",
 ) -> list[Caption]:
     """Captions for encoded videos: greedy search for ``beam_size == 1``, else beam search. ``cache``: keep
-    the text prefix's keys and values (see the module docstring); False re-runs the prefix every step."""
+    the text prefix's keys and values (see the module docstring); False re-runs the prefix every step.
+    ``read``: where the next word is read, at an appended ``[MASK]`` or ("last", a model trained with the
+    LM loss alone, ``caption_loss`` lm) at the last word."""
+    if read not in READ_AT:
+        raise ValueError(f"read must be one of {READ_AT}, got {read!r}")
     if beam_size == 1:
-        return greedy(model, tok, video_feat, video_mask, max_gen_length, size_txt, length_penalty, cache)
+        return greedy(
+            model, tok, video_feat, video_mask, max_gen_length, size_txt, length_penalty, cache, read
+        )
     return beam_search(
-        model, tok, video_feat, video_mask, beam_size, max_gen_length, size_txt, length_penalty, cache
+        model, tok, video_feat, video_mask, beam_size, max_gen_length, size_txt, length_penalty, cache, read
     )
 
 

@@ -312,3 +312,57 @@ def test_check_tsv_reports_a_missing_audio_row(msrvtt_sample, tmp_path):
     audio.write_bytes(first.replace(b'"flac"', b'"wav"'))
     result = run(str(audio))
     assert result.returncode == 1 and "not audio meta" in result.stdout
+
+
+def write_audio_store(path: Path, rows: dict[str, tuple[dict, bytes | None]]) -> Path:
+    """An audio TSV + .lineidx of ``{video id: (meta, data)}`` rows."""
+    from lib.data.audio import audio_row
+
+    offsets, body = [], b""
+    for video_id, (meta, data) in rows.items():
+        offsets.append(len(body))
+        body += b"\t".join(audio_row(video_id, meta, data)) + b"\n"
+    path.write_bytes(body)
+    path.with_suffix(".lineidx").write_text("".join(f"{o}\n" for o in offsets))
+    return path
+
+
+def test_the_passt_front_end_is_a_feature_choice_of_the_audio_path(tmp_path):
+    """``FbankConfig(front_end="passt")`` (config key ``audio_front_end``): the audio store gives PaSST's
+    log-mel of a stored waveform, sliced like the filterbank and not normalised again; a filterbank row is an
+    error naming the extraction to run."""
+    from lib.data.audio import AudioFormatError, FbankConfig, decode_waveform, fbank_slices, passt_input
+
+    path = write_av(tmp_path / "tone.mkv", 3.0)
+    wave_meta, wave = extract_audio(path, AudioSettings("flac", rate=32000))
+    fbank_meta, fbank = extract_audio(path, AudioSettings("fbank", rate=32000))
+    store = AudioStore(
+        write_audio_store(tmp_path / "a.audio.tsv", {"w": (wave_meta, wave), "f": (fbank_meta, fbank)})
+    )
+    config = FbankConfig(rate=32000, n_mels=128, slice_frames=496, n_slices=2, front_end="passt")
+    mel = store.fbank("w", config)
+    expected = passt_input(decode_waveform(wave_meta, wave)).numpy()  # (128, 1000): 10 s, zero-padded
+    assert mel.shape == (1000, 128)
+    np.testing.assert_array_equal(mel, expected.T)
+    slices, has_audio = fbank_slices(mel, config)
+    assert has_audio and slices.shape == (2, 128, 496)
+    np.testing.assert_array_equal(slices[0], expected[:, :496])  # PaSST's own normalisation, kept as is
+    with pytest.raises(AudioFormatError, match="PaSST front end needs a stored waveform"):
+        store.fbank("f", config)
+    with pytest.raises(ValueError, match="front end"):
+        FbankConfig(front_end="mp3")
+    assert not np.array_equal(store.fbank("w", FbankConfig(rate=32000)), mel[:, :64])  # the default: Kaldi
+
+
+def test_audio_front_end_passt_is_validated_by_the_run_config():
+    from lib.engine.config import ConfigError, load_config
+    from lib.tasks.common import fbank_config
+
+    with pytest.raises(ConfigError, match="audio_front_end"):
+        load_config(["--audio_front_end", "mp3"])
+    with pytest.raises(ConfigError, match="set audio_rate 32000 and audio_mel_bins 128"):
+        fbank_config(load_config(["--audio_front_end", "passt"]))
+    passt = fbank_config(
+        load_config(["--audio_front_end", "passt", "--audio_rate", "32000", "--audio_mel_bins", "128"])
+    )
+    assert passt.front_end == "passt" and fbank_config(load_config([])).front_end == "fbank"
