@@ -17,9 +17,9 @@ import torch
 INDEXES = ("auto", "torch", "faiss")
 FAISS_MIN_GALLERY = 50_000
 """Gallery size from which ``index="auto"`` uses faiss. Exact top-16 of 1,000 queries on a quiet 2-core Xeon
-(bench/retrieval_fast.py, BENCHMARKS.md): torch's chunked matrix products and faiss's exact ``IndexFlatIP`` tie
-at 10k videos (38 vs 37 ms), faiss is 1.3x faster at 100k (343 vs 434 ms), and past ~1M a torch chunk's
-(chunk x gallery) scores grow large where faiss keeps memory flat."""
+(bench/retrieval_fast.py, BENCHMARKS.md): torch's chunked matrix products and faiss's exact
+``IndexFlatIP`` tie at 10k videos (38 vs 37 ms), faiss is 1.3x faster at 100k (343 vs 434 ms), and past
+~1M a torch chunk's (chunk x gallery) scores grow large where faiss keeps memory flat."""
 
 
 def faiss_available() -> bool:
